@@ -1,0 +1,32 @@
+# The commands README and .ci/run use. Each target first creates or refreshes .venv from
+# pyproject.toml (only when pyproject.toml changed since the last install).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/lenet5_digits
+
+.PHONY: train test bench lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The default job: LeNet-5 on the embedded digits dataset (README, first command).
+train: $(STAMP)
+	$(PY) -m jaxconv.main --config=configs/lenet5_digits.py --workdir=$(WORKDIR)
+
+# The test suite on CPU, with 8 virtual devices for the multi-device tests (tests/conftest.py).
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,84 @@
+"""Base config: every key jaxconv reads, with its default and what it means.
+
+Family configs call `get_config()` here and change a few fields (one level of
+inheritance, like flax's `examples/imagenet/configs/v100_x8.py`). Any key can be
+overridden on the command line:
+
+    python -m jaxconv.main --config=configs/lenet5_digits.py --workdir=runs/x \
+            --config.optim.base_lr=0.05 --config.train.steps=500
+
+A key that is not here is a typo: the command line rejects it and names the fix.
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg  # The base config takes no argument; family configs may.
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Root of every random stream: init, data order, augmentation, dropout.
+
+    # --- Model ---------------------------------------------------------------
+    config.model = ml_collections.ConfigDict()
+    config.model.name = 'lenet5'  # A name from jaxconv.models.list_models().
+    config.model.num_classes = placeholder(int)  # None: the dataset's number of labels.
+    config.model.kwargs = ml_collections.ConfigDict()  # Architecture overrides, e.g. width_multiplier.
+    config.model.compute_dtype = 'float32'  # float32 | bfloat16; params stay float32 either way.
+
+    # --- Data ----------------------------------------------------------------
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = 'digits'  # A TFDS name (cifar10, imagenet2012) or an embedded one (digits).
+    config.dataset.data_dir = 'data/tfds'  # TFDS data_dir; relative paths are from the current directory.
+    config.dataset.train_split = 'train'  # TFDS split expression used for training.
+    config.dataset.eval_split = 'test'  # TFDS split expression evaluated exactly once per eval.
+    config.dataset.image_size = 32  # Side of the square training (and eval) crop, in pixels.
+    config.dataset.eval_image_size = placeholder(int)  # None: image_size; else the test resolution.
+    config.dataset.preprocess = 'small'  # small: pad + random crop | imagenet: inception crop.
+    config.dataset.crop_padding = 4  # small: zero padding on each side before the random crop.
+    config.dataset.flip = True  # Random left-right flip in training.
+    config.dataset.interpolation = 'bilinear'  # Resize method: bilinear | bicubic | area | nearest.
+    config.dataset.area_range = (0.08, 1.0)  # imagenet: inception crop's fraction of the image area.
+    config.dataset.aspect_ratio_range = (0.75, 1.33)  # imagenet: inception crop's aspect ratios.
+    config.dataset.eval_crop_fraction = 0.875  # imagenet: eval resizes to size/fraction, center-crops size.
+    config.dataset.mean = (127.5,)  # Per-channel mean subtracted, in 0..255 units.
+    config.dataset.std = (127.5,)  # Per-channel std divided by, in 0..255 units.
+    config.dataset.shuffle_buffer = 16_384  # Examples in the shuffle buffer (per process).
+    config.dataset.cache = False  # Keep decoded examples in memory; for datasets that fit.
+    config.dataset.prefetch = 2  # Batches tf.data prepares ahead of the trainer.
+
+    # --- Training ------------------------------------------------------------
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 256  # Global batch over all devices and processes.
+    config.train.eval_batch_size = placeholder(int)  # None: batch_size.
+    config.train.steps = placeholder(int)  # Optimizer steps; if set, it wins and epochs is derived.
+    config.train.epochs = 90.0  # Passes over train_split; used when steps is None.
+    config.train.log_every = 100  # Steps between metric fetches (the only host syncs in training).
+    config.train.eval_every = 1000  # Steps between evals; an eval always runs at the end.
+    config.train.checkpoint_every = 1000  # Steps between checkpoints; one is always saved at the end.
+    config.train.keep_checkpoints = 3  # Newest checkpoints kept in workdir/checkpoints.
+    config.train.label_smoothing = 0.0  # Epsilon of the uniform label smoothing.
+    config.train.aux_loss_weight = 0.3  # Weight of each auxiliary head's loss (GoogLeNet, Inception).
+
+    # --- Optimizer and schedule ------------------------------------------------
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = 'sgd'  # sgd (heavy-ball or Nesterov momentum).
+    config.optim.momentum = 0.9  # Momentum coefficient.
+    config.optim.nesterov = False  # Nesterov momentum instead of heavy-ball.
+    config.optim.base_lr = 0.1  # Learning rate at batch lr_batch_base; the peak LR scales linearly.
+    config.optim.lr_batch_base = 256  # Peak LR = base_lr * batch_size / lr_batch_base (Goyal et al. 2017).
+    config.optim.weight_decay = 1e-4  # L2 coefficient on conv and dense kernels (not BN, not biases).
+    config.optim.warmup_epochs = 5.0  # Linear warmup from 0 to the peak LR.
+    config.optim.schedule = 'cosine'  # cosine | step | constant, after warmup.
+    config.optim.step_boundaries = (30 / 90, 60 / 90, 80 / 90)  # step: fractions of training.
+    config.optim.step_factor = 0.1  # step: LR multiplier at each boundary.
+
+    # --- Results -------------------------------------------------------------
+    config.wandb = ml_collections.ConfigDict()
+    config.wandb.mode = 'online'  # online (falls back to offline without credentials) | offline | disabled.
+    config.wandb.project = 'jaxconv'  # W&B project.
+    config.wandb.entity = ''  # W&B entity (team or user); empty: your default entity.
+    config.wandb.name = ''  # Run name; empty: the workdir's base name.
+    config.wandb.group = ''  # Groups runs of one study (a ladder, a sweep).
+    config.wandb.tags = ()  # Free-form tags.
+    return config

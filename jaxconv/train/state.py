@@ -1,0 +1,40 @@
+"""The train state: one pytree that is jitted, donated, checkpointed and restored whole."""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+# Every stochastic layer draws from one of these streams; all derive from the config seed.
+RNG_STREAMS = ('dropout', 'drop_path')
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer steps taken, also the data position on resume.
+    params: Any
+    batch_stats: Any  # BatchNorm running statistics; {} for models without BatchNorm.
+    opt_state: optax.OptState
+
+
+def stream_rngs(key: jax.Array) -> dict[str, jax.Array]:
+    """One key per stochastic stream, split from `key`."""
+    return dict(zip(RNG_STREAMS, jax.random.split(key, len(RNG_STREAMS)), strict=True))
+
+
+def init_train_state(key: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                     image_shape: tuple[int, int, int]) -> TrainState:
+    """Initialises variables in training mode, so training-only heads (aux logits) get params."""
+    params_key, streams_key = jax.random.split(key)
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init({'params': params_key, **stream_rngs(streams_key)}, dummy, train=True)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def count_params(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

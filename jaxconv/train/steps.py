@@ -1,0 +1,113 @@
+"""Pure train and eval steps; the loop jits them over the `data` mesh.
+
+Both return sums, not means (loss summed over examples, correct predictions counted), and the
+loop adds them up on device between fetches. A window's mean is formed once on the host, so
+padded eval examples and uneven windows cannot skew it (big_vision's classification evaluator).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxconv.train.state import TrainState, stream_rngs
+
+Metrics = dict[str, jax.Array]
+TRAIN_METRICS = ('loss_sum', 'correct_top1', 'correct_top5', 'count', 'nonfinite_steps')
+EVAL_METRICS = ('loss_sum', 'correct_top1', 'correct_top5', 'count')
+
+
+def zero_metrics(names: tuple[str, ...]) -> Metrics:
+    return {name: jnp.zeros((), jnp.float32) for name in names}
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy against labels smoothed toward uniform.
+
+    Targets are (1 - eps) * onehot + eps / K (Szegedy et al. 2016, "Rethinking the Inception
+    Architecture", Sec. 7), so every class, the true one included, gets eps / K.
+    """
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def correct_in_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """1.0 where the label is among the k highest logits (all of them when there are fewer)."""
+    _, top_k = jax.lax.top_k(logits, min(k, logits.shape[-1]))
+    return jnp.any(top_k == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def aux_logits(intermediates: Any) -> list[jax.Array]:
+    """Every array a model sowed under the name `aux_logits` (GoogLeNet's two heads, Inception's one)."""
+    found = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(intermediates):
+        if any(getattr(entry, 'key', None) == 'aux_logits' for entry in path):
+            found.append(leaf)
+    return found
+
+
+def classification_loss(logits: jax.Array, intermediates: Any, labels: jax.Array, *,
+                        label_smoothing: float, aux_loss_weight: float) -> jax.Array:
+    """Mean cross-entropy of the main head plus `aux_loss_weight` times each auxiliary head's."""
+    loss = cross_entropy(logits, labels, label_smoothing).mean()
+    for aux in aux_logits(intermediates):
+        loss += aux_loss_weight * cross_entropy(aux, labels, label_smoothing).mean()
+    return loss
+
+
+def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
+               root_key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
+               label_smoothing: float, aux_loss_weight: float) -> tuple[TrainState, Metrics]:
+    """One SGD step on the global batch; BatchNorm sees the whole global batch under jit."""
+    # Folding in the step makes the random streams a function of (seed, step): resume-safe.
+    rngs = stream_rngs(jax.random.fold_in(root_key, state.step))
+
+    def loss_fn(params):
+        (logits, mutated) = model.apply(
+            {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+            rngs=rngs, mutable=['batch_stats', 'intermediates'])
+        loss = classification_loss(logits, mutated.get('intermediates', {}), batch['label'],
+                                   label_smoothing=label_smoothing,
+                                   aux_loss_weight=aux_loss_weight)
+        return loss, (logits, mutated.get('batch_stats', {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    count = jnp.asarray(batch['label'].shape[0], jnp.float32)
+    step_metrics = {
+        'loss_sum': loss * count,
+        'correct_top1': correct_in_top_k(logits, batch['label'], 1).sum(),
+        'correct_top5': correct_in_top_k(logits, batch['label'], 5).sum(),
+        'count': count,
+        'nonfinite_steps': 1.0 - finite.astype(jnp.float32),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, jax.tree.map(jnp.add, metrics, step_metrics)
+
+
+def eval_step(variables: dict, metrics: Metrics, batch: dict[str, jax.Array], *,
+              model: nn.Module) -> Metrics:
+    """Adds one eval batch's sums to `metrics`, counting only examples with mask 1."""
+    logits = model.apply(variables, batch['image'], train=False)
+    mask = batch['mask'].astype(jnp.float32)
+    step_metrics = {
+        'loss_sum': (cross_entropy(logits, batch['label']) * mask).sum(),
+        'correct_top1': (correct_in_top_k(logits, batch['label'], 1) * mask).sum(),
+        'correct_top5': (correct_in_top_k(logits, batch['label'], 5) * mask).sum(),
+        'count': mask.sum(),
+    }
+    return jax.tree.map(jnp.add, metrics, step_metrics)
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Host-side means of a window of summed metrics."""
+    count = max(float(sums['count']), 1.0)
+    return {'loss': float(sums['loss_sum']) / count, 'top1': float(sums['correct_top1']) / count,
+            'top5': float(sums['correct_top5']) / count}
+
