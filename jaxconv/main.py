@@ -11,6 +11,8 @@ Bad input exits non-zero with one line saying what was wrong and what is valid; 
 JAXCONV_TRACEBACK=1 to see the full traceback instead.
 """
 
+import difflib
+import importlib.util
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -44,8 +47,41 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _config_file_problem(argv: list[str]) -> str | None:
+    """A missing config file, or the first --config.KEY override that names no key, explained."""
+    spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if spec is None:
+        return None
+    path, _, arg = spec.partition(':')
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path) or '.'
+        choices = sorted(f for f in os.listdir(folder) if f.endswith('.py')) if os.path.isdir(
+            folder) else []
+        return f'config file {path} not found; files in {folder}/: {", ".join(choices) or "none"}'
+    module_spec = importlib.util.spec_from_file_location('config_under_check', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(*([arg] if arg else []))
+    for override in (a for a in argv if a.startswith('--config.')):
+        key = override[len('--config.'):].split('=', 1)[0]
+        node, walked = config, []
+        for part in key.split('.'):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                close = difflib.get_close_matches(part, valid, n=1)
+                hint = f'did you mean {close[0]}? ' if close else ''
+                where = '.'.join(walked) or 'the config'
+                return (f'unknown config key --config.{key}; {hint}valid keys in {where}: '
+                        f'{", ".join(valid) or "none (declare the key in the config file first)"}')
+            node, walked = node[part], [*walked, part]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
+    problem = _config_file_problem(argv)  # Clearer than what flag parsing says about these.
+    if problem:
+        return _fail(problem, code=2)
     try:
         flags.FLAGS(argv)
     except flags.Error as error:

@@ -48,8 +48,8 @@ def get_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        known = tfds.list_builders(with_community_datasets=False)
-        close = difflib.get_close_matches(cfg.name, known + list(EMBEDDED), n=3)
+        known = set(tfds.list_builders(with_community_datasets=False)) | set(EMBEDDED)
+        close = difflib.get_close_matches(cfg.name, sorted(known), n=3)
         hint = f'did you mean {", ".join(close)}? ' if close else ''
         raise DataError(
             f'unknown dataset {cfg.name!r}; {hint}embedded: {", ".join(EMBEDDED)}; or any name '

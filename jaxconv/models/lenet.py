@@ -25,7 +25,7 @@ from jaxconv.models.registry import register_model
 
 
 class LeNet5(nn.Module):
-    """LeNet-5; `activation` and `pooling` select the paper's (tanh, avg) or the modern (relu, max)."""
+    """LeNet-5; `activation`, `pooling`: the paper's (tanh, avg) or the modern (relu, max)."""
 
     num_classes: int = 10
     activation: str = 'tanh'

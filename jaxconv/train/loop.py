@@ -7,7 +7,6 @@ SIGTERM/SIGINT -> eval -> summary.json. It knows no model by name.
 """
 
 import functools
-import json
 import math
 import os
 import signal
@@ -145,6 +144,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     global_batch = config.train.batch_size
 
     # ---- Model and optimizer ---------------------------------------------------------------
+    if config.model.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f'unknown model.compute_dtype {config.model.compute_dtype!r}; valid: '
+                         f'{", ".join(COMPUTE_DTYPES)}')
     model = models.create_model(config.model.name, num_classes=config.model.num_classes,
                                 dtype=COMPUTE_DTYPES[config.model.compute_dtype],
                                 **config.model.kwargs)
@@ -181,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                           label_smoothing=config.train.label_smoothing,
                           aux_loss_weight=config.train.aux_loss_weight),
         in_shardings=(replicated, replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated), donate_argnums=(0, 1))
+        out_shardings=(replicated, replicated), donate_argnums=(0,))
     eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
                       in_shardings=(replicated, replicated, batch_sharding),
                       out_shardings=replicated, donate_argnums=(1,))
@@ -220,7 +222,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 batch = jax.make_array_from_process_local_data(batch_sharding, next(batches))
                 # Catches any implicit host<->device copy sneaking into the hot path.
                 with jax.transfer_guard('disallow'):
-                    state, sums = train_fn(state, sums, batch, step_key)
+                    state, next_sums = train_fn(state, sums, batch, step_key)
+                # Wait for the previous step (this one's input) while this one runs: at most two
+                # steps are queued, which bounds memory held by queued batches and keeps XLA:CPU's
+                # virtual devices from deadlocking in collectives when many programs pile up.
+                jax.block_until_ready(sums)
+                sums = next_sums
                 progress.update(1)
 
                 if _is_time(step, config.train.log_every, total_steps):

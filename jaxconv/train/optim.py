@@ -55,7 +55,7 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, *, global_batch_size:
 
 
 def weight_decay_mask(params) -> dict:
-    """True for conv and dense kernels (leaves named `kernel`), False for scales, offsets, biases."""
+    """True for conv and dense kernels (leaves named `kernel`); False for BN and biases."""
     def is_kernel(path, _) -> bool:
         return getattr(path[-1], 'key', None) == 'kernel'
 

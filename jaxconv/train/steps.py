@@ -41,7 +41,7 @@ def correct_in_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def aux_logits(intermediates: Any) -> list[jax.Array]:
-    """Every array a model sowed under the name `aux_logits` (GoogLeNet's two heads, Inception's one)."""
+    """Every array sowed under `aux_logits` (GoogLeNet's two heads, Inception v3's one)."""
     found = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(intermediates):
         if any(getattr(entry, 'key', None) == 'aux_logits' for entry in path):
@@ -77,7 +77,7 @@ def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     count = jnp.asarray(batch['label'].shape[0], jnp.float32)
     step_metrics = {
         'loss_sum': loss * count,

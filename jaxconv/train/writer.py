@@ -8,6 +8,7 @@ came between a log and the next checkpoint, the steps after that checkpoint appe
 import json
 import netrc
 import os
+import uuid
 from typing import Any
 
 import jax
@@ -65,9 +66,7 @@ class MetricWriter:
         if os.path.exists(path):
             with open(path) as f:
                 return f.read().strip()
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:12]
         with open(path, 'w') as f:
             f.write(run_id)
         return run_id

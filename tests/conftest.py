@@ -1,0 +1,36 @@
+"""Test-wide set-up: 8 virtual CPU devices, quiet TensorFlow, no W&B network, shared data."""
+
+import os
+
+# Before JAX or TF is imported anywhere: the multi-device tests need 8 devices on one CPU.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+os.environ.setdefault('WANDB_SILENT', 'true')
+os.environ.pop('WANDB_API_KEY', None)  # Tests never log online.
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def digits_dir(tmp_path_factory) -> str:
+    """A TFDS data_dir with the embedded digits dataset prepared (once per test process)."""
+    from configs import common
+    from jaxconv.data import pipeline
+
+    data_dir = str(tmp_path_factory.mktemp('tfds'))
+    config = common.get_config()
+    config.dataset.data_dir = data_dir
+    pipeline.get_builder(config.dataset)
+    return data_dir
+
+
+@pytest.fixture
+def digits_config(digits_dir):
+    """The default job's config on the prepared digits, with W&B off; tests shrink it further."""
+    from configs import lenet5_digits
+
+    config = lenet5_digits.get_config()
+    config.dataset.data_dir = digits_dir
+    config.wandb.mode = 'disabled'
+    return config

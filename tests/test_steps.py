@@ -1,0 +1,84 @@
+"""The loss, accuracy counts and the train/eval steps' sums, against hand-computed values."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxconv.train import steps
+from jaxconv.train.state import init_train_state
+
+
+def test_label_smoothed_cross_entropy_by_hand():
+    logits = jnp.array([[2.0, 1.0, 0.0, -1.0]])
+    log_p = np.log(np.exp([2.0, 1.0, 0.0, -1.0]) / np.exp([2.0, 1.0, 0.0, -1.0]).sum())
+    targets = np.array([0.9 + 0.025, 0.025, 0.025, 0.025])  # eps = 0.1 spread over K = 4.
+    expected = -(targets * log_p).sum()
+    loss = steps.cross_entropy(logits, jnp.array([0]), label_smoothing=0.1)
+    np.testing.assert_allclose(loss, [expected], rtol=1e-6)
+    np.testing.assert_allclose(steps.cross_entropy(logits, jnp.array([1])), [-log_p[1]], rtol=1e-6)
+
+
+def test_top_k_counts():
+    logits = jnp.array([[0.1, 0.5, 0.2, 0.9, 0.0, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    labels = jnp.array([2, 0])
+    np.testing.assert_array_equal(steps.correct_in_top_k(logits, labels, 1), [0.0, 1.0])
+    np.testing.assert_array_equal(steps.correct_in_top_k(logits, labels, 3), [0.0, 1.0])
+    np.testing.assert_array_equal(steps.correct_in_top_k(logits, labels, 5), [1.0, 1.0])
+    np.testing.assert_array_equal(steps.correct_in_top_k(logits[:, :3], labels, 5), [1.0, 1.0])
+
+
+class _TwoAuxHeads(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = x.reshape(x.shape[0], -1)
+        if train:
+            self.sow('intermediates', 'aux_logits', nn.Dense(self.num_classes, name='aux1')(x))
+            self.sow('intermediates', 'aux_logits', nn.Dense(self.num_classes, name='aux2')(x))
+        return nn.Dense(self.num_classes, name='head')(x)
+
+
+def test_aux_heads_add_their_weighted_losses():
+    model = _TwoAuxHeads()
+    x, labels = jax.random.normal(jax.random.key(0), (4, 2, 2, 1)), jnp.array([0, 1, 2, 1])
+    variables = model.init(jax.random.key(1), x, train=True)
+    logits, mutated = model.apply(variables, x, train=True, mutable=['intermediates'])
+    aux = steps.aux_logits(mutated['intermediates'])
+    assert len(aux) == 2
+    loss = steps.classification_loss(logits, mutated['intermediates'], labels,
+                                      label_smoothing=0.0, aux_loss_weight=0.3)
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()  # noqa: E731
+    np.testing.assert_allclose(loss, ce(logits) + 0.3 * (ce(aux[0]) + ce(aux[1])), rtol=1e-6)
+
+
+def test_eval_step_ignores_masked_examples():
+    model = _TwoAuxHeads()
+    x = jax.random.normal(jax.random.key(0), (4, 2, 2, 1))
+    variables = model.init(jax.random.key(1), x)
+    logits = model.apply(variables, x)
+    labels = jnp.argmax(logits, -1).at[0].set((jnp.argmax(logits[0]) + 1) % 3)  # 0 is wrong.
+    batch = {'image': x, 'label': labels, 'mask': jnp.array([0, 1, 1, 0])}
+    sums = steps.eval_step(variables, steps.zero_metrics(steps.EVAL_METRICS), batch, model=model)
+    assert float(sums['count']) == 2.0 and float(sums['correct_top1']) == 2.0
+    expected_loss = steps.cross_entropy(logits, labels)[1:3].sum()
+    np.testing.assert_allclose(sums['loss_sum'], expected_loss, rtol=1e-6)
+
+
+def test_train_step_sums_and_counts_steps():
+    model = _TwoAuxHeads()
+    tx = optax.sgd(0.1)
+    state = init_train_state(jax.random.key(0), model, tx, (2, 2, 1))
+    batch = {'image': jax.random.normal(jax.random.key(1), (4, 2, 2, 1)),
+             'label': jnp.array([0, 1, 2, 1])}
+    sums = steps.zero_metrics(steps.TRAIN_METRICS)
+    for _ in range(2):
+        state, sums = steps.train_step(state, sums, batch, jax.random.key(2), model=model, tx=tx,
+                                       label_smoothing=0.0, aux_loss_weight=0.0)
+    assert int(state.step) == 2
+    assert float(sums['count']) == 8.0 and float(sums['nonfinite_steps']) == 0.0
+    assert steps.summarize(jax.device_get(sums))['loss'] == pytest.approx(
+        float(sums['loss_sum']) / 8)
