@@ -185,3 +185,26 @@ def test_batch_must_divide_over_devices(tiny_config, tmp_path):
     tiny_config.train.batch_size = 60
     with pytest.raises(ValueError, match='train.batch_size=60 must be a multiple of the 8 devices'):
         loop.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_steps_are_derived_from_epochs_and_epochs_from_steps(digits_config):
+    meta = pipeline.DatasetMeta(num_classes=10, num_train_examples=1438, num_eval_examples=359,
+                                channels=1)
+    resolved = loop.resolve_config(digits_config, meta, num_devices=8)
+    assert resolved.train.steps == 675 == -(-30 * 1438 // 64)  # ceil(30 epochs x 1438 / 64).
+    assert resolved.model.num_classes == 10 and resolved.train.eval_batch_size == 64
+    assert digits_config.train.steps is None  # The caller's config is not modified.
+    digits_config.train.steps = 100
+    assert loop.resolve_config(digits_config, meta, 8).train.epochs == pytest.approx(6400 / 1438)
+
+
+def test_bfloat16_compute_keeps_float32_params(tiny_config, tmp_path):
+    tiny_config.model.compute_dtype = 'bfloat16'
+    tiny_config.train.steps = 10
+    summary = loop.train_and_evaluate(tiny_config, str(tmp_path))
+    assert np.isfinite(summary['final_loss'])
+    params, _ = _final_params(tmp_path, 10)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype('float32')}
+    tiny_config.model.compute_dtype = 'float16'
+    with pytest.raises(ValueError, match="unknown model.compute_dtype 'float16'; valid: float32"):
+        loop.train_and_evaluate(tiny_config, str(tmp_path / 'other'))
