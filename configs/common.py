@@ -59,19 +59,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3  # Newest checkpoints kept in workdir/checkpoints.
     config.train.label_smoothing = 0.0  # Epsilon of the uniform label smoothing.
     config.train.aux_loss_weight = 0.3  # Weight of each auxiliary head's loss (GoogLeNet, Inception).
+    config.train.ema_decay = 0.0  # EMA of params and BN statistics, evaluated beside the raw ones; 0: off.
+    config.train.ema_warmup = True  # TF's num_updates rule: decay_n = min(ema_decay, (1 + n) / (10 + n)).
 
     # --- Optimizer and schedule ------------------------------------------------
     config.optim = ml_collections.ConfigDict()
-    config.optim.name = 'sgd'  # sgd (heavy-ball or Nesterov momentum).
-    config.optim.momentum = 0.9  # Momentum coefficient.
-    config.optim.nesterov = False  # Nesterov momentum instead of heavy-ball.
+    config.optim.name = 'sgd'  # sgd | rmsprop_tf (TF's RMSProp, EfficientNet) | adamw | lars.
+    config.optim.momentum = 0.9  # Momentum coefficient (sgd, rmsprop_tf, lars).
+    config.optim.nesterov = False  # Nesterov momentum instead of heavy-ball (sgd, lars).
+    config.optim.rmsprop_decay = 0.9  # rmsprop_tf: decay of the mean square.
+    config.optim.rmsprop_eps = 1e-3  # rmsprop_tf: epsilon, inside the square root.
+    config.optim.adam_b1 = 0.9  # adamw: first-moment decay.
+    config.optim.adam_b2 = 0.999  # adamw: second-moment decay.
+    config.optim.adam_eps = 1e-8  # adamw: epsilon.
+    config.optim.lars_trust_coefficient = 1e-3  # lars: eta of the layer-wise trust ratio.
+    config.optim.grad_clip_norm = 0.0  # Clip gradients to this global norm first; 0: off.
+    config.optim.lr_multipliers = ()  # ((regex over 'a/b/kernel', multiplier), ...); first match wins; 0 freezes.
     config.optim.base_lr = 0.1  # Learning rate at batch lr_batch_base; the peak LR scales linearly.
     config.optim.lr_batch_base = 256  # Peak LR = base_lr * batch_size / lr_batch_base (Goyal et al. 2017).
-    config.optim.weight_decay = 1e-4  # L2 coefficient on conv and dense kernels (not BN, not biases).
+    config.optim.weight_decay = 1e-4  # Decay of conv and dense kernels (never BN, never biases).
+    config.optim.weight_decay_mode = 'l2'  # l2: added to the gradient | decoupled: lr * wd * w after the optimizer.
     config.optim.warmup_epochs = 5.0  # Linear warmup from 0 to the peak LR.
-    config.optim.schedule = 'cosine'  # cosine | step | constant, after warmup.
+    config.optim.schedule = 'cosine'  # cosine | step | exponential | constant, after warmup.
     config.optim.step_boundaries = (30 / 90, 60 / 90, 80 / 90)  # step: fractions of training.
     config.optim.step_factor = 0.1  # step: LR multiplier at each boundary.
+    config.optim.exp_decay_rate = 0.97  # exponential: LR multiplier per staircase step.
+    config.optim.exp_decay_epochs = 2.4  # exponential: epochs per staircase step.
 
     # --- Results -------------------------------------------------------------
     config.wandb = ml_collections.ConfigDict()

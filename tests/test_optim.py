@@ -107,3 +107,75 @@ def test_one_sgd_step_by_hand(optim_config):
     optim_config.name = 'adam'
     with pytest.raises(ValueError, match="unknown optim.name 'adam'; valid: sgd"):
         optim.make_optimizer(optim_config, lr)
+
+
+def _constant_lr(optim_config, lr=0.1):
+    optim_config.schedule, optim_config.warmup_epochs, optim_config.base_lr = 'constant', 0, lr
+    return optim.learning_rate_schedule(optim_config, global_batch_size=256, total_steps=10,
+                                        steps_per_epoch=1)
+
+
+def test_exponential_staircase_counts_from_the_end_of_warmup(optim_config):
+    # EfficientNet: 5 warmup epochs, then x0.97 every 2.4 epochs; 10 steps per epoch here.
+    optim_config.schedule, optim_config.exp_decay_rate, optim_config.exp_decay_epochs = (
+        'exponential', 0.97, 2.4)
+    lr = optim.learning_rate_schedule(optim_config, global_batch_size=256, total_steps=1000,
+                                      steps_per_epoch=10)
+    assert float(lr(50)) == pytest.approx(0.1)
+    assert float(lr(73)) == pytest.approx(0.1)  # 23 steps into the first 24-step stair.
+    assert float(lr(74)) == pytest.approx(0.097)
+    assert float(lr(50 + 24 * 10)) == pytest.approx(0.1 * 0.97 ** 10)
+
+
+def test_tf_rmsprop_two_steps_by_hand(optim_config):
+    optim_config.name, optim_config.weight_decay = 'rmsprop_tf', 0.0
+    optim_config.rmsprop_decay, optim_config.momentum, optim_config.rmsprop_eps = 0.9, 0.9, 1e-3
+    tx = optim.make_optimizer(optim_config, _constant_lr(optim_config, 0.1))
+    params, grads = {'w': jnp.array([1.0, 1.0])}, {'w': jnp.array([0.5, -2.0])}
+    state = tx.init(params)
+    g = np.array([0.5, -2.0])
+    mean_square = 0.9 * 1.0 + 0.1 * g ** 2  # Starts at 1, not 0.
+    momentum = 0.1 * g / np.sqrt(mean_square + 1e-3)  # eps inside the root, lr inside momentum.
+    updates, state = tx.update(grads, state, params)
+    np.testing.assert_allclose(updates['w'], -momentum, rtol=1e-6)
+    mean_square = 0.9 * mean_square + 0.1 * g ** 2
+    momentum = 0.9 * momentum + 0.1 * g / np.sqrt(mean_square + 1e-3)
+    updates, state = tx.update(grads, state, params)
+    np.testing.assert_allclose(updates['w'], -momentum, rtol=1e-6)
+
+
+def test_decoupled_decay_is_applied_after_preconditioning(optim_config):
+    optim_config.name, optim_config.weight_decay = 'adamw', 0.5
+    params = {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])}
+    grads = {'kernel': jnp.array([4.0]), 'bias': jnp.array([4.0])}
+    for mode, expected_kernel in (('decoupled', -0.1 * (1.0 + 0.5 * 2.0)),  # adam(g)=1 + wd*w.
+                                  ('l2', -0.1 * 1.0)):  # adam(g + wd*w) is still ~1 at step 1.
+        optim_config.weight_decay_mode = mode
+        tx = optim.make_optimizer(optim_config, _constant_lr(optim_config, 0.1))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(updates['kernel'], [expected_kernel], rtol=1e-5)
+        np.testing.assert_allclose(updates['bias'], [-0.1], rtol=1e-5)  # Never decayed.
+    optim_config.name = 'rmsprop_tf'
+    with pytest.raises(ValueError, match='decoupled is not defined for rmsprop_tf'):
+        optim_config.weight_decay_mode = 'decoupled'
+        optim.make_optimizer(optim_config, _constant_lr(optim_config))
+
+
+def test_clipping_multipliers_and_lars(optim_config):
+    optim_config.weight_decay, optim_config.momentum = 0.0, 0.0
+    optim_config.grad_clip_norm = 1.0
+    optim_config.lr_multipliers = (('head/.*', 10.0), ('stem/.*', 0.0))
+    params = {'head': {'kernel': jnp.ones(2)}, 'stem': {'kernel': jnp.ones(2)},
+              'body': {'kernel': jnp.ones(2)}}
+    grads = jax.tree.map(lambda p: 3.0 * p, params)  # Global norm sqrt(6 * 9).
+    tx = optim.make_optimizer(optim_config, _constant_lr(optim_config, 0.1))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    clipped = 3.0 / np.sqrt(54.0)
+    np.testing.assert_allclose(updates['body']['kernel'], -0.1 * clipped, rtol=1e-6)
+    np.testing.assert_allclose(updates['head']['kernel'], -1.0 * clipped, rtol=1e-6)
+    np.testing.assert_allclose(updates['stem']['kernel'], 0.0)
+    optim_config.name, optim_config.lr_multipliers, optim_config.grad_clip_norm = 'lars', (), 0.0
+    tx = optim.make_optimizer(optim_config, _constant_lr(optim_config, 0.1))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Trust ratio 1e-3 * ||w|| / ||g|| = 1e-3 / 3 rescales each kernel's step.
+    np.testing.assert_allclose(updates['body']['kernel'], -0.1 * 1e-3 / 3 * 3.0, rtol=1e-5)

@@ -82,3 +82,46 @@ def test_train_step_sums_and_counts_steps():
     assert float(sums['count']) == 8.0 and float(sums['nonfinite_steps']) == 0.0
     assert steps.summarize(jax.device_get(sums))['loss'] == pytest.approx(
         float(sums['loss_sum']) / 8)
+
+
+@pytest.mark.parametrize('warmup', [False, True])
+def test_ema_after_k_updates_matches_the_closed_form(warmup):
+    decay, k = 0.9, 6
+    values = np.random.default_rng(0).normal(size=(k + 1, 3))
+    average = jnp.asarray(values[0])  # Starts at the initial value.
+    for n in range(1, k + 1):
+        average = steps.update_ema(average, values[n], steps.ema_decay_at(jnp.asarray(n), decay,
+                                                                          warmup))
+    d = [min(decay, (1 + n) / (10 + n)) if warmup else decay for n in range(1, k + 1)]
+    # a_k = prod(d) a_0 + sum_n (1 - d_n) prod_{m > n} d_m v_n.
+    expected = np.prod(d) * values[0] + sum(
+        (1 - d[n - 1]) * np.prod(d[n:]) * values[n] for n in range(1, k + 1))
+    np.testing.assert_allclose(average, expected, rtol=1e-6)
+    if warmup:
+        assert float(steps.ema_decay_at(jnp.asarray(1), 0.9999, True)) == pytest.approx(2 / 11)
+        assert float(steps.ema_decay_at(jnp.asarray(10**6), 0.9999, True)) == pytest.approx(0.9999)
+
+
+def test_train_step_averages_params_and_batch_statistics():
+    class ConvBN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.0)(nn.Conv(2, (1, 1))(x))
+            return nn.Dense(3)(x.mean((1, 2)))
+
+    model, tx = ConvBN(), optax.sgd(0.5)
+    state = init_train_state(jax.random.key(0), model, tx, (2, 2, 1), with_ema=True)
+    history = [(state.params, state.batch_stats)]
+    sums = steps.zero_metrics(steps.TRAIN_METRICS)
+    for i in range(3):
+        batch = {'image': jax.random.normal(jax.random.key(i), (4, 2, 2, 1)),
+                 'label': jnp.array([0, 1, 2, 1])}
+        state, sums = steps.train_step(state, sums, batch, jax.random.key(9), model=model, tx=tx,
+                                       label_smoothing=0.0, aux_loss_weight=0.0, ema_decay=0.5,
+                                       ema_warmup=False)
+        history.append((state.params, state.batch_stats))
+    for average, index in ((state.ema_params, 0), (state.ema_batch_stats, 1)):
+        expected = jax.tree.map(lambda a, b, c, d: 0.125 * a + 0.125 * b + 0.25 * c + 0.5 * d,
+                                *[h[index] for h in history])
+        for got, want in zip(jax.tree.leaves(average), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

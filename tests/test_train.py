@@ -208,3 +208,14 @@ def test_bfloat16_compute_keeps_float32_params(tiny_config, tmp_path):
     tiny_config.model.compute_dtype = 'float16'
     with pytest.raises(ValueError, match="unknown model.compute_dtype 'float16'; valid: float32"):
         loop.train_and_evaluate(tiny_config, str(tmp_path / 'other'))
+
+
+def test_ema_weights_are_evaluated_beside_the_raw_ones(tiny_config, tmp_path):
+    tiny_config.train.steps, tiny_config.train.eval_every = 10, 5
+    tiny_config.train.ema_decay = 0.9
+    summary = loop.train_and_evaluate(tiny_config, str(tmp_path))
+    evals = [r for r in read_metrics(tmp_path) if r['split'] == 'eval']
+    assert [r['step'] for r in evals] == [5, 10]
+    assert all({'top1', 'ema_top1', 'ema_top5', 'ema_loss'} <= set(r) for r in evals)
+    assert {'final_ema_top1', 'best_ema_top1', 'best_ema_step'} <= set(summary)
+    assert evals[-1]['ema_loss'] != evals[-1]['loss']

@@ -86,6 +86,18 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict, start_step: i
         f.write(text)
 
 
+def _update_best(record: dict, eval_metrics: dict[str, float], step: int) -> None:
+    """Keeps best_top1/top5/step, and best_ema_* for the averaged weights, in the record."""
+    for prefix in ('', 'ema_'):
+        if f'{prefix}top1' not in eval_metrics:
+            continue
+        best = record.get(f'best_{prefix}top1')
+        if best is None or eval_metrics[f'{prefix}top1'] > best:
+            record.update({f'best_{prefix}top1': eval_metrics[f'{prefix}top1'],
+                           f'best_{prefix}top5': eval_metrics[f'{prefix}top5'],
+                           f'best_{prefix}step': step})
+
+
 def _is_time(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
@@ -160,7 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     init_key, step_key = jax.random.split(root_key)
 
     # ---- Initialise into place, or restore -------------------------------------------------
-    init_fn = functools.partial(init_train_state, model=model, tx=tx, image_shape=image_shape)
+    init_fn = functools.partial(init_train_state, model=model, tx=tx, image_shape=image_shape,
+                                with_ema=config.train.ema_decay > 0)
     abstract_state = jax.eval_shape(init_fn, init_key)
     abstract_state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state)
@@ -168,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     restored = checkpointer.restore_newest(abstract_state)
     if restored is None:
         state = jax.jit(init_fn, out_shardings=replicated)(init_key)
-        record = {'wall_seconds': 0.0, 'best_top1': None, 'best_top5': None, 'best_step': None}
+        record = {'wall_seconds': 0.0}
     else:
         state, record = restored
         logging.warning('resuming from the checkpoint at step %d', int(state.step))
@@ -181,7 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     train_fn = jax.jit(
         functools.partial(steps.train_step, model=model, tx=tx,
                           label_smoothing=config.train.label_smoothing,
-                          aux_loss_weight=config.train.aux_loss_weight),
+                          aux_loss_weight=config.train.aux_loss_weight,
+                          ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup),
         in_shardings=(replicated, replicated, batch_sharding, replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
@@ -192,8 +206,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     step_key = jax.device_put(step_key, replicated)
 
     def run_eval(state: TrainState) -> dict[str, float]:
+        """Raw weights' metrics, and with EMA on, the averaged weights' as ema_loss, ema_top1..."""
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
-        return evaluate(eval_fn, variables, eval_data, batch_sharding, replicated)
+        metrics = evaluate(eval_fn, variables, eval_data, batch_sharding, replicated)
+        if config.train.ema_decay > 0:
+            averaged = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
+            ema = evaluate(eval_fn, averaged, eval_data, batch_sharding, replicated)
+            metrics.update({f'ema_{name}': value for name, value in ema.items()})
+        return metrics
 
     # ---- Loop ------------------------------------------------------------------------------
     writer = MetricWriter(workdir, config)
@@ -247,11 +267,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     eval_start = time.time()
                     eval_metrics = run_eval(state)
                     writer.write(step, 'eval', eval_metrics)
-                    if record['best_top1'] is None or eval_metrics['top1'] > record['best_top1']:
-                        record.update(best_top1=eval_metrics['top1'],
-                                      best_top5=eval_metrics['top5'], best_step=step)
-                    progress.write(f'step {step}: eval top-1 {eval_metrics["top1"]:.4f} '
-                                   f'top-5 {eval_metrics["top5"]:.4f}')
+                    _update_best(record, eval_metrics, step)
+                    progress.write(f'step {step}: ' + ', '.join(
+                        f'{name} {value:.4f}' for name, value in eval_metrics.items()))
                     window_time += time.time() - eval_start  # Keep eval time out of img/s.
 
                 interrupted = stop.signum is not None
@@ -273,12 +291,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             'epochs': config.train.epochs,
             'global_batch_size': global_batch,
             'devices': len(devices),
-            'final_top1': eval_metrics['top1'],
-            'final_top5': eval_metrics['top5'],
-            'final_loss': eval_metrics['loss'],
-            'best_top1': record['best_top1'],
-            'best_top5': record['best_top5'],
-            'best_step': record['best_step'],
+            **{f'final_{name}': value for name, value in eval_metrics.items()},
+            **{name: value for name, value in record.items() if name.startswith('best_')},
             'wall_seconds': earlier_wall_seconds + time.time() - wall_start,
             'eval_preprocessing': preprocess.describe_eval(config.dataset),
         }

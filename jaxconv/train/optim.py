@@ -2,22 +2,34 @@
 
 The peak LR follows the linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
 Sec. 2.1): `base_lr * batch_size / lr_batch_base`, reached by a linear warmup from 0 (their
-Sec. 2.2) and then decayed by a cosine (Loshchilov & Hutter 2017, without restarts) or by steps
-(He et al. 2015: x0.1 at fixed fractions of training).
+Sec. 2.2) and then decayed by a cosine (Loshchilov & Hutter 2017, without restarts), by steps at
+fractions of training (He et al. 2015; the TF ResNet reference stretches them to any budget), or
+exponentially in a staircase (EfficientNet: x0.97 every 2.4 epochs).
 
-Weight decay is the classic coupled L2 penalty `wd/2 * ||w||^2` on conv and dense kernels only,
-added to the gradient before momentum, as in the TF and torchvision ResNet references; BatchNorm
-scales and offsets and all biases are not decayed.
+Weight decay (`weight_decay_mode`) is either the classic coupled L2 penalty `wd/2 * ||w||^2`, added
+to the gradient before the optimizer as in the TF and torchvision references, or decoupled
+(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"): `lr * wd * w` subtracted after
+the optimizer's preconditioning. Either way it covers conv and dense kernels only: BatchNorm
+scales and offsets and all biases are never decayed.
 """
 
+import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
-SCHEDULES = ('cosine', 'step', 'constant')
-OPTIMIZERS = ('sgd',)
+SCHEDULES = ('cosine', 'step', 'exponential', 'constant')
+OPTIMIZERS = ('sgd', 'rmsprop_tf', 'adamw', 'lars')
+WEIGHT_DECAY_MODES = ('l2', 'decoupled')
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f'unknown {key} {value!r}; valid: {", ".join(choices)}')
 
 
 def peak_learning_rate(cfg: ml_collections.ConfigDict, global_batch_size: int) -> float:
@@ -27,6 +39,7 @@ def peak_learning_rate(cfg: ml_collections.ConfigDict, global_batch_size: int) -
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, *, global_batch_size: int,
                            total_steps: int, steps_per_epoch: float) -> optax.Schedule:
     """Linear warmup over `warmup_epochs`, then `schedule` until `total_steps`."""
+    _check_choice('optim.schedule', cfg.schedule, SCHEDULES)
     peak = peak_learning_rate(cfg, global_batch_size)
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     if not 0 <= warmup_steps < total_steps:
@@ -44,10 +57,13 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, *, global_batch_size:
                              'after warmup and before the end of training')
         decay = optax.piecewise_constant_schedule(
             peak, {boundary: cfg.step_factor for boundary in boundaries})
-    elif cfg.schedule == 'constant':
-        decay = optax.constant_schedule(peak)
+    elif cfg.schedule == 'exponential':
+        # Counted from the end of warmup, as the TF EfficientNet reference's staircase is.
+        decay = optax.exponential_decay(
+            peak, transition_steps=max(1, round(cfg.exp_decay_epochs * steps_per_epoch)),
+            decay_rate=cfg.exp_decay_rate, staircase=True)
     else:
-        raise ValueError(f'unknown optim.schedule {cfg.schedule!r}; valid: {", ".join(SCHEDULES)}')
+        decay = optax.constant_schedule(peak)
     if warmup_steps == 0:
         return decay
     warmup = optax.linear_schedule(0.0, peak, transition_steps=warmup_steps)
@@ -62,12 +78,85 @@ def weight_decay_mask(params) -> dict:
     return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
+def _param_name(path) -> str:
+    return '/'.join(str(getattr(entry, 'key', entry)) for entry in path)
+
+
+def lr_multipliers(params, rules: tuple[tuple[str, float], ...]) -> dict:
+    """Per-parameter LR multipliers: the first regex matching `a/b/kernel` wins, else 1."""
+    def multiplier(path, _) -> float:
+        name = _param_name(path)
+        return next((float(m) for pattern, m in rules if re.fullmatch(pattern, name)), 1.0)
+
+    return jax.tree_util.tree_map_with_path(multiplier, params)
+
+
+class RmsPropTFState(NamedTuple):
+    count: jax.Array
+    mean_square: optax.Updates
+    momentum: optax.Updates
+
+
+def rmsprop_tf(learning_rate: optax.Schedule, *, decay: float, momentum: float,
+               eps: float) -> optax.GradientTransformation:
+    """RMSProp as tf.compat.v1.train.RMSPropOptimizer computes it (EfficientNet's optimizer).
+
+    ms <- decay * ms + (1 - decay) * g^2, with ms starting at 1 (not 0);
+    mom <- momentum * mom + lr * g / sqrt(ms + eps), eps inside the square root;
+    w <- w - mom. The LR sits inside the momentum buffer, so a change of LR acts gradually.
+    optax.rmsprop starts ms at 0 and applies the LR after momentum; from scratch, that difference
+    costs EfficientNets about 3 points (anchors.md, sec. 4).
+    """
+    def init(params):
+        return RmsPropTFState(count=jnp.zeros([], jnp.int32),
+                              mean_square=jax.tree.map(jnp.ones_like, params),
+                              momentum=jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        lr = learning_rate(state.count)
+        mean_square = jax.tree.map(lambda ms, g: decay * ms + (1 - decay) * g * g,
+                                   state.mean_square, grads)
+        mom = jax.tree.map(lambda m, g, ms: momentum * m + lr * g / jnp.sqrt(ms + eps),
+                           state.momentum, grads, mean_square)
+        updates = jax.tree.map(jnp.negative, mom)
+        return updates, RmsPropTFState(state.count + 1, mean_square, mom)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict,
                    schedule: Callable) -> optax.GradientTransformation:
-    """The optax transformation for `cfg.name`, with masked L2 weight decay in front."""
-    if cfg.name == 'sgd':
-        base = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
-    else:
-        raise ValueError(f'unknown optim.name {cfg.name!r}; valid: {", ".join(OPTIMIZERS)}')
+    """Clipping, weight decay, the optimizer named `cfg.name`, then per-group LR multipliers."""
+    _check_choice('optim.name', cfg.name, OPTIMIZERS)
+    _check_choice('optim.weight_decay_mode', cfg.weight_decay_mode, WEIGHT_DECAY_MODES)
+    decoupled = cfg.weight_decay_mode == 'decoupled'
+    if decoupled and cfg.name in ('rmsprop_tf', 'lars'):
+        raise ValueError(f'optim.weight_decay_mode=decoupled is not defined for {cfg.name}; '
+                         'use weight_decay_mode=l2 (its reference) or optim.name=adamw/sgd')
     decay = optax.add_decayed_weights(cfg.weight_decay, mask=weight_decay_mask)
-    return optax.chain(decay, base)
+    chain = []
+    if cfg.grad_clip_norm > 0:
+        chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+    if cfg.name == 'lars':
+        # LARS (You et al. 2017) decays and scales by the trust ratio inside its own update;
+        # BatchNorm and biases are excluded from both, as in the MLPerf ResNet reference.
+        chain.append(optax.lars(schedule, weight_decay=cfg.weight_decay,
+                                weight_decay_mask=weight_decay_mask,
+                                trust_coefficient=cfg.lars_trust_coefficient,
+                                trust_ratio_mask=weight_decay_mask, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov))
+    elif cfg.name == 'rmsprop_tf':
+        chain += [decay, rmsprop_tf(schedule, decay=cfg.rmsprop_decay, momentum=cfg.momentum,
+                                    eps=cfg.rmsprop_eps)]
+    else:
+        precondition = (optax.trace(cfg.momentum, nesterov=cfg.nesterov) if cfg.name == 'sgd'
+                        else optax.scale_by_adam(cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+        chain += ([precondition, decay] if decoupled else [decay, precondition])
+        chain.append(optax.scale_by_learning_rate(schedule))
+    if cfg.lr_multipliers:
+        rules = tuple(cfg.lr_multipliers)
+        chain.append(optax.stateless(
+            lambda updates, params: jax.tree.map(jnp.multiply, updates,
+                                                 lr_multipliers(params, rules))))
+    return optax.chain(*chain)

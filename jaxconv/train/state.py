@@ -18,6 +18,10 @@ class TrainState:
     params: Any
     batch_stats: Any  # BatchNorm running statistics; {} for models without BatchNorm.
     opt_state: optax.OptState
+    # Exponential moving averages of params and of BatchNorm statistics (timm's ModelEmaV3, the
+    # TF ResNet-RS reference); {} when train.ema_decay is 0.
+    ema_params: Any
+    ema_batch_stats: Any
 
 
 def stream_rngs(key: jax.Array) -> dict[str, jax.Array]:
@@ -26,14 +30,18 @@ def stream_rngs(key: jax.Array) -> dict[str, jax.Array]:
 
 
 def init_train_state(key: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                     image_shape: tuple[int, int, int]) -> TrainState:
-    """Initialises variables in training mode, so training-only heads (aux logits) get params."""
+                     image_shape: tuple[int, int, int], with_ema: bool = False) -> TrainState:
+    """Initialises variables in training mode, so training-only heads (aux logits) get params.
+
+    The averages start equal to the initial variables, as TF's ExponentialMovingAverage does.
+    """
     params_key, streams_key = jax.random.split(key)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
     variables = model.init({'params': params_key, **stream_rngs(streams_key)}, dummy, train=True)
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), ema_params=params if with_ema else {},
+                      ema_batch_stats=batch_stats if with_ema else {})
 
 
 def count_params(params) -> int:

@@ -58,10 +58,27 @@ def classification_loss(logits: jax.Array, intermediates: Any, labels: jax.Array
     return loss
 
 
+def ema_decay_at(num_updates: jax.Array, decay: float, warmup: bool) -> jax.Array:
+    """The decay of the `num_updates`-th average update (1 for the first).
+
+    With `warmup`, TF's ExponentialMovingAverage(num_updates=global_step) rule
+    min(decay, (1 + n) / (10 + n)), which lets early averages follow the weights closely.
+    """
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    n = num_updates.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+def update_ema(average: Any, value: Any, decay: jax.Array) -> Any:
+    return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, average, value)
+
+
 def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
                root_key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
-               label_smoothing: float, aux_loss_weight: float) -> tuple[TrainState, Metrics]:
-    """One SGD step on the global batch; BatchNorm sees the whole global batch under jit."""
+               label_smoothing: float, aux_loss_weight: float, ema_decay: float = 0.0,
+               ema_warmup: bool = False) -> tuple[TrainState, Metrics]:
+    """One optimizer step on the global batch; BatchNorm sees the whole global batch under jit."""
     # Folding in the step makes the random streams a function of (seed, step): resume-safe.
     rngs = stream_rngs(jax.random.fold_in(root_key, state.step))
 
@@ -88,6 +105,11 @@ def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
+    if ema_decay > 0:
+        decay = ema_decay_at(state.step + 1, ema_decay, ema_warmup)
+        new_state = new_state.replace(
+            ema_params=update_ema(state.ema_params, params, decay),
+            ema_batch_stats=update_ema(state.ema_batch_stats, batch_stats, decay))
     return new_state, jax.tree.map(jnp.add, metrics, step_metrics)
 
 
