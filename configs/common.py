@@ -59,6 +59,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3  # Newest checkpoints kept in workdir/checkpoints.
     config.train.label_smoothing = 0.0  # Epsilon of the uniform label smoothing.
     config.train.aux_loss_weight = 0.3  # Weight of each auxiliary head's loss (GoogLeNet, Inception).
+    config.train.mixup_alpha = 0.0  # mixup's Beta(alpha, alpha); 0: off.
+    config.train.cutmix_alpha = 0.0  # CutMix's Beta(alpha, alpha); 0: off.
+    config.train.mix_prob = 1.0  # Probability that a batch is mixed at all.
+    config.train.mix_switch_prob = 0.5  # With both on: probability of CutMix rather than mixup.
+    config.train.mix_off_epoch = -1.0  # Stop mixing from this epoch on; -1: never.
     config.train.ema_decay = 0.0  # EMA of params and BN statistics, evaluated beside the raw ones; 0: off.
     config.train.ema_warmup = True  # TF's num_updates rule: decay_n = min(ema_decay, (1 + n) / (10 + n)).
 

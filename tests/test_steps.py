@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxconv.train import steps
+from jaxconv.train import mixing, steps
 from jaxconv.train.state import init_train_state
 
 
@@ -125,3 +125,54 @@ def test_train_step_averages_params_and_batch_statistics():
                                 *[h[index] for h in history])
         for got, want in zip(jax.tree.leaves(average), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def _images(batch=4, size=8):
+    return jax.random.uniform(jax.random.key(0), (batch, size, size, 3))
+
+
+def test_mixup_mixes_images_and_labels_with_one_lambda():
+    images = _images()
+    mixed, lam = mixing.mix_batch(jax.random.key(1), images, mixup_alpha=0.2, cutmix_alpha=0.0,
+                                  prob=1.0, switch_prob=0.5)
+    assert 0.0 < float(lam) < 1.0
+    np.testing.assert_allclose(mixed, lam * images + (1 - lam) * images[::-1], rtol=1e-6)
+    logits = jax.random.normal(jax.random.key(2), (4, 5))
+    labels = jnp.array([0, 1, 2, 3])
+    loss = steps.classification_loss(logits, {}, labels, label_smoothing=0.0,
+                                     aux_loss_weight=0.0, lam=lam)
+    ce = steps.cross_entropy
+    expected = lam * ce(logits, labels).mean() + (1 - lam) * ce(logits, labels[::-1]).mean()
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    # Soft targets lam * onehot(y) + (1 - lam) * onehot(partner) give the same loss.
+    targets = lam * jax.nn.one_hot(labels, 5) + (1 - lam) * jax.nn.one_hot(labels[::-1], 5)
+    np.testing.assert_allclose(loss, optax.softmax_cross_entropy(logits, targets).mean(),
+                               rtol=1e-5)
+
+
+def test_cutmix_pastes_a_box_and_lambda_is_the_area_kept():
+    images = _images(size=16)
+    for seed in range(5):
+        mixed, lam = mixing.mix_batch(jax.random.key(seed), images, mixup_alpha=0.0,
+                                      cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
+        from_partner = np.all(np.isclose(mixed, images[::-1]), axis=-1)[0]
+        own = np.all(np.isclose(mixed, images), axis=-1)[0]
+        assert np.all(from_partner | own)
+        rows, cols = np.nonzero(from_partner)
+        if rows.size:  # The pasted region is one axis-aligned box.
+            assert rows.size == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        np.testing.assert_allclose(lam, 1.0 - from_partner.mean(), rtol=1e-6)
+
+
+def test_mixing_off_inactive_or_unlucky_leaves_the_batch_alone():
+    images = _images()
+    for kwargs in ({'mixup_alpha': 0.0, 'cutmix_alpha': 0.0, 'prob': 1.0},
+                   {'mixup_alpha': 0.2, 'cutmix_alpha': 1.0, 'prob': 0.0},
+                   {'mixup_alpha': 0.2, 'cutmix_alpha': 1.0, 'prob': 1.0, 'active': False}):
+        mixed, lam = mixing.mix_batch(jax.random.key(3), images, switch_prob=0.5, **kwargs)
+        np.testing.assert_array_equal(mixed, images)
+        assert float(lam) == 1.0
+    lambdas = [float(mixing.mix_batch(jax.random.key(s), images, mixup_alpha=0.2,
+                                      cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)[1])
+               for s in range(40)]
+    assert len(set(lambdas)) > 10

@@ -86,6 +86,15 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict, start_step: i
         f.write(text)
 
 
+def _mix_settings(train: ml_collections.ConfigDict, steps_per_epoch: float) -> dict | None:
+    """The train step's mixup/CutMix settings, or None when both are off."""
+    if train.mixup_alpha <= 0 and train.cutmix_alpha <= 0:
+        return None
+    off_step = -1 if train.mix_off_epoch < 0 else round(train.mix_off_epoch * steps_per_epoch)
+    return {'mixup_alpha': train.mixup_alpha, 'cutmix_alpha': train.cutmix_alpha,
+            'prob': train.mix_prob, 'switch_prob': train.mix_switch_prob, 'off_step': off_step}
+
+
 def _update_best(record: dict, eval_metrics: dict[str, float], step: int) -> None:
     """Keeps best_top1/top5/step, and best_ema_* for the averaged weights, in the record."""
     for prefix in ('', 'ema_'):
@@ -195,7 +204,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         functools.partial(steps.train_step, model=model, tx=tx,
                           label_smoothing=config.train.label_smoothing,
                           aux_loss_weight=config.train.aux_loss_weight,
-                          ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup),
+                          ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
+                          mix=_mix_settings(config.train, steps_per_epoch)),
         in_shardings=(replicated, replicated, batch_sharding, replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxconv.train import mixing
 from jaxconv.train.state import TrainState, stream_rngs
 
 Metrics = dict[str, jax.Array]
@@ -50,11 +51,19 @@ def aux_logits(intermediates: Any) -> list[jax.Array]:
 
 
 def classification_loss(logits: jax.Array, intermediates: Any, labels: jax.Array, *,
-                        label_smoothing: float, aux_loss_weight: float) -> jax.Array:
-    """Mean cross-entropy of the main head plus `aux_loss_weight` times each auxiliary head's."""
-    loss = cross_entropy(logits, labels, label_smoothing).mean()
+                        label_smoothing: float, aux_loss_weight: float,
+                        lam: jax.Array | float = 1.0) -> jax.Array:
+    """Mean cross-entropy of the main head plus `aux_loss_weight` times each auxiliary head's.
+
+    `lam` < 1 is a mixed batch's weight of its own labels (mixup/CutMix, `mixing.py`).
+    """
+    def head_loss(head_logits: jax.Array) -> jax.Array:
+        return mixing.mixed_loss(lambda y: cross_entropy(head_logits, y, label_smoothing),
+                                 labels, lam)
+
+    loss = head_loss(logits)
     for aux in aux_logits(intermediates):
-        loss += aux_loss_weight * cross_entropy(aux, labels, label_smoothing).mean()
+        loss += aux_loss_weight * head_loss(aux)
     return loss
 
 
@@ -77,18 +86,30 @@ def update_ema(average: Any, value: Any, decay: jax.Array) -> Any:
 def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
                root_key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
                label_smoothing: float, aux_loss_weight: float, ema_decay: float = 0.0,
-               ema_warmup: bool = False) -> tuple[TrainState, Metrics]:
-    """One optimizer step on the global batch; BatchNorm sees the whole global batch under jit."""
+               ema_warmup: bool = False,
+               mix: dict | None = None) -> tuple[TrainState, Metrics]:
+    """One optimizer step on the global batch; BatchNorm sees the whole global batch under jit.
+
+    `mix`: mixup/CutMix settings (`mixup_alpha`, `cutmix_alpha`, `prob`, `switch_prob`,
+    `off_step`: no mixing from that step on; -1 never stops), or None.
+    """
     # Folding in the step makes the random streams a function of (seed, step): resume-safe.
-    rngs = stream_rngs(jax.random.fold_in(root_key, state.step))
+    model_key, mix_key = jax.random.split(jax.random.fold_in(root_key, state.step))
+    rngs = stream_rngs(model_key)
+    images, lam = batch['image'], jnp.ones((), jnp.float32)
+    if mix:
+        active = (mix['off_step'] < 0) | (state.step < mix['off_step'])
+        images, lam = mixing.mix_batch(
+            mix_key, images, mixup_alpha=mix['mixup_alpha'], cutmix_alpha=mix['cutmix_alpha'],
+            prob=mix['prob'], switch_prob=mix['switch_prob'], active=active)
 
     def loss_fn(params):
         (logits, mutated) = model.apply(
-            {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+            {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
             rngs=rngs, mutable=['batch_stats', 'intermediates'])
         loss = classification_loss(logits, mutated.get('intermediates', {}), batch['label'],
                                    label_smoothing=label_smoothing,
-                                   aux_loss_weight=aux_loss_weight)
+                                   aux_loss_weight=aux_loss_weight, lam=lam)
         return loss, (logits, mutated.get('batch_stats', {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
