@@ -13,9 +13,61 @@ A key that is not here is a typo: the command line rejects it and names the fix.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+# Per-dataset defaults that `set_dataset` applies; normalisation constants in 0..255 units.
+IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+DATASETS = {
+    'imagenet2012': dict(image_size=224, preprocess='imagenet', eval_split='validation',
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD, cache=False,
+                         shuffle_buffer=16_384, flip=True),
+    'cifar10': dict(image_size=32, preprocess='small', eval_split='test', crop_padding=4,
+                    mean=(125.3, 123.0, 113.9), std=(63.0, 62.1, 66.7), cache=True,
+                    shuffle_buffer=50_000, flip=True),
+    'cifar100': dict(image_size=32, preprocess='small', eval_split='test', crop_padding=4,
+                     mean=(129.3, 124.1, 112.4), std=(68.2, 65.4, 70.4), cache=True,
+                     shuffle_buffer=50_000, flip=True),
+    # Train-split pixel mean and std of the digits resized to 32x32; no flip (a mirrored 2 is not
+    # a 2) and crops shift by at most half an original pixel.
+    'digits': dict(image_size=32, preprocess='small', eval_split='test', crop_padding=2,
+                   mean=(78.0,), std=(82.6,), cache=True, shuffle_buffer=2048, flip=False),
+}
+
+
+def set_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Points `config` at dataset `name` with that dataset's preprocessing defaults."""
+    if name not in DATASETS:
+        raise ValueError(f'no preset for dataset {name!r}; presets: {", ".join(DATASETS)} '
+                         '(or set the dataset.* keys yourself)')
+    config.dataset.name = name
+    config.dataset.update(DATASETS[name])
+    return config
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Parses a config file's argument, `FILE.py:key=value,flag`, typed like its default.
+
+    parse_arg('depth=50,fast', depth=200, fast=False) -> {depth: 50, fast: True} (big_vision's
+    `configs/common.py:parse_arg`, with errors that name the valid keys).
+    """
+    parsed = ml_collections.ConfigDict(defaults)
+    for token in filter(None, (arg or '').split(',')):
+        key, has_value, value = token.partition('=')
+        if key not in defaults:
+            valid = f'valid: {", ".join(defaults)}' if defaults else 'this config takes none'
+            raise ValueError(f'unknown config argument {key!r}; {valid}')
+        default = defaults[key]
+        if not has_value:
+            if not isinstance(default, bool):
+                raise ValueError(f'config argument {key!r} needs a value ({key}=...)')
+            parsed[key] = True
+        elif isinstance(default, bool):
+            parsed[key] = value.lower() in ('1', 'true', 'yes')
+        else:
+            parsed[key] = type(default)(value)
+    return parsed
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg  # The base config takes no argument; family configs may.
+    parse_arg(arg)  # The base config takes no argument; family configs parse their own.
     config = ml_collections.ConfigDict()
     config.seed = 0  # Root of every random stream: init, data order, augmentation, dropout.
 
@@ -38,6 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.crop_padding = 4  # small: zero padding on each side before the random crop.
     config.dataset.flip = True  # Random left-right flip in training.
     config.dataset.interpolation = 'bilinear'  # Resize method: bilinear | bicubic | area | nearest.
+    config.dataset.randaugment_layers = 0  # RandAugment N (ops per image) in training; 0: off.
+    config.dataset.randaugment_magnitude = 10.0  # RandAugment M on the 0..10 scale (tf mode extrapolates above 10).
+    config.dataset.randaugment_mode = 'tf'  # tf: TF TPU reference as it runs (16 ops) | tf_prob: each op with p ~ U(0.2, 0.8) | paper: 14 ops incl. identity.
     config.dataset.area_range = (0.08, 1.0)  # imagenet: inception crop's fraction of the image area.
     config.dataset.aspect_ratio_range = (0.75, 1.33)  # imagenet: inception crop's aspect ratios.
     config.dataset.eval_crop_fraction = 0.875  # imagenet: eval resizes to size/fraction, center-crops size.

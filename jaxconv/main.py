@@ -12,7 +12,6 @@ JAXCONV_TRACEBACK=1 to see the full traceback instead.
 """
 
 import difflib
-import importlib.util
 import os
 import signal
 import sys
@@ -25,6 +24,8 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from jaxconv import config_files  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, FILE.py[:ARG].',
                                           lock_config=True)
@@ -52,16 +53,10 @@ def _config_file_problem(argv: list[str]) -> str | None:
     spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
     if spec is None:
         return None
-    path, _, arg = spec.partition(':')
-    if not os.path.isfile(path):
-        folder = os.path.dirname(path) or '.'
-        choices = sorted(f for f in os.listdir(folder) if f.endswith('.py')) if os.path.isdir(
-            folder) else []
-        return f'config file {path} not found; files in {folder}/: {", ".join(choices) or "none"}'
-    module_spec = importlib.util.spec_from_file_location('config_under_check', path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(*([arg] if arg else []))
+    try:
+        config = config_files.load(spec)
+    except (FileNotFoundError, ValueError) as error:  # Missing file, bad FILE.py:ARG.
+        return str(error)
     for override in (a for a in argv if a.startswith('--config.')):
         key = override[len('--config.'):].split('=', 1)[0]
         node, walked = config, []

@@ -173,3 +173,14 @@ def test_embedded_dataset_prepares_offline_into_a_new_data_dir(dataset_config, t
     builder = pipeline.get_builder(dataset_config)
     assert builder.is_prepared()
     assert tfds.builder('digits', data_dir=str(tmp_path)).info.splits['test'].num_examples == 359
+
+
+def test_randaugment_runs_in_the_training_pipeline_and_stays_deterministic(builder,
+                                                                           dataset_config):
+    plain = _take(pipeline.train_batches(builder, dataset_config, seed=0, global_batch_size=32), 1)
+    dataset_config.randaugment_layers, dataset_config.randaugment_magnitude = 2, 9.0
+    augmented = [_take(pipeline.train_batches(builder, dataset_config, seed=0,
+                                              global_batch_size=32), 1)[0] for _ in range(2)]
+    np.testing.assert_array_equal(augmented[0]['image'], augmented[1]['image'])
+    np.testing.assert_array_equal(augmented[0]['label'], plain[0]['label'])  # Same examples...
+    assert not np.array_equal(augmented[0]['image'], plain[0]['image'])  # ...other pixels.

@@ -10,12 +10,16 @@ Two styles, picked by `dataset.preprocess`:
   aspect ratio in `aspect_ratio_range`, decoding only that window of the JPEG, resizes it to
   `image_size` and flips; eval center-crops `eval_crop_fraction` of the shorter side and resizes it.
 
+Either style can add RandAugment (`randaugment.py`) to the training crop (`randaugment_layers`).
+
 Every random op is stateless and takes an explicit seed, so an example's augmentation is a function
 of (config seed, its position in the stream) and a resumed run sees the same pixels.
 """
 
 import ml_collections
 import tensorflow as tf
+
+from jaxconv.data import randaugment
 
 # Inception crop: a sampled box must cover at least this fraction of the (absent) object box, which
 # is the whole image. 0.1 and 10 attempts are the TF reference's values.
@@ -80,8 +84,12 @@ def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.
 
 def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.ConfigDict,
                 channels: int) -> tf.Tensor:
-    """One augmented training image, float32 0..255, image_size x image_size x channels."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    """One augmented training image, float32 0..255, image_size x image_size x channels.
+
+    Crop (and resize), flip, then RandAugment on the uint8 crop when `randaugment_layers` > 0.
+    """
+    crop_seed, flip_seed, randaugment_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=3))
     size = cfg.image_size
     if cfg.preprocess == 'small':
         image = _resize(_decode(image_bytes, channels), size, cfg.interpolation)
@@ -95,6 +103,12 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.Con
         raise ValueError(f'unknown dataset.preprocess {cfg.preprocess!r}; valid: small, imagenet')
     if cfg.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    if cfg.randaugment_layers > 0:
+        image = randaugment.randaugment(
+            tf.cast(tf.round(image), tf.uint8), randaugment_seed,
+            num_layers=cfg.randaugment_layers, magnitude=cfg.randaugment_magnitude,
+            mode=cfg.randaugment_mode)
+        image = tf.cast(image, tf.float32)
     return image
 
 

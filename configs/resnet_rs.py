@@ -1,0 +1,154 @@
+"""ResNet-RS (Bello et al. 2021, "Revisiting ResNets: Improved Training and Scaling Strategies").
+
+The additive ladder of Table 1 (ResNet-200 at 256x256 on ImageNet), each rung the previous plus one
+switch, and the published per-depth recipes (anchors.md, "ResNet-RS"):
+
+  python -m jaxconv.main --config=configs/resnet_rs.py:baseline --workdir=runs/rs200/baseline
+  python -m jaxconv.main --config=configs/resnet_rs.py:+cosine --workdir=runs/rs200/+cosine
+  ...                    --config=configs/resnet_rs.py:depth=50,rung=+ema ...
+  python -m jaxconv.main --config=configs/resnet_rs.py:rs50 --workdir=runs/rs50
+  python -m jaxconv.recipes ladder configs/resnet_rs.py          # what each rung switches
+
+| rung | switch | published top-1 |     | rung | switch | published top-1 |
+| baseline | 90 epochs, step LR, wd 1e-4 | 79.0 |  | +randaugment | RA N=2, M=15 (tf mode) | 81.0 |
+| +cosine | cosine LR decay | 79.3 |                | +dropout | dropout 0.25 before the FC | 80.7 |
+| +epochs | 350 epochs | 78.8 |                     | +weight_decay | 4e-5 | 82.2 |
+| +ema | EMA 0.9999 (TF num_updates warmup) | 79.1 | | +se | squeeze-excite 0.25 | 82.9 |
+| +label_smoothing | 0.1 | 80.4 |                 | +resnet_d | ResNet-D stem + shortcut | 83.4 |
+| +stochastic_depth | rate 0.1, per stage | 80.6 |
+
+Reproduction choices, each a key you can change:
+- Batch 4096 and LR 0.1 x batch / 256 as the TF reference; a smaller batch keeps the rule.
+- baseline's step schedule drops x0.1 at 30/90, 60/90, 80/90 of training, so +epochs stretches it
+  (TF1 `resnet_main.py`); warmup stays 5 epochs. From +cosine on the schedule is cosine.
+- EMA (+ema) averages the BatchNorm statistics too and is evaluated beside the raw weights. The TF
+  reference also sets BN momentum 0 under EMA (so BN statistics are the EMA of batch statistics);
+  here BN keeps momentum 0.9 unless you set model.kwargs.bn_momentum=0.0.
+- Stochastic depth is per stage (rate x stage / 5, TF `get_drop_connect_rate`); set
+  model.kwargs.drop_path_rule=block for timm's linear-per-block rule.
+- RandAugment is the TF reference as it runs (16 ops, magnitude not clipped at 10, so M=15 rotates
+  up to 45 deg). The reference draws p ~ U(0.2, 0.8) per op but never uses it: every chosen op is
+  applied. dataset.randaugment_mode=tf_prob applies p; =paper is the paper's 14-op version.
+- The rs* recipes use cosine decay (the paper, Sec. 3; the TF2 configs), not TF1's stretched steps.
+- `dataset=digits` or `dataset=cifar10` in the argument turns any preset into a small-image run
+  (the dataset's preset from common.py, batch 128); the recipe switches stay as they are.
+"""
+
+import ml_collections
+
+from configs import common
+from jaxconv import models
+
+RUNGS = ('baseline', '+cosine', '+epochs', '+ema', '+label_smoothing', '+stochastic_depth',
+         '+randaugment', '+dropout', '+weight_decay', '+se', '+resnet_d')
+
+# Each rung's one switch, as dotted config keys; {depth} is the ladder's depth.
+SWITCHES = {
+    '+cosine': {'optim.schedule': 'cosine'},
+    '+epochs': {'train.epochs': 350.0},
+    '+ema': {'train.ema_decay': 0.9999},
+    '+label_smoothing': {'train.label_smoothing': 0.1},
+    '+stochastic_depth': {'model.kwargs.drop_path_rate': 0.1},
+    '+randaugment': {'dataset.randaugment_layers': 2},
+    '+dropout': {'model.kwargs.dropout_rate': 0.25},
+    '+weight_decay': {'optim.weight_decay': 4e-5},
+    '+se': {'model.kwargs.se_ratio': 0.25},
+    '+resnet_d': {'model.name': 'resnet{depth}d'},
+}
+
+# Published per-depth recipes: RandAugment magnitude (the TF configs); image size, dropout and
+# stochastic depth are the registry defaults of resnet_rs{depth}.
+RS_MAGNITUDE = {50: 10, 101: 15, 152: 15, 200: 15, 270: 15, 350: 15, 420: 15}
+
+
+def _set(config: ml_collections.ConfigDict, dotted_key: str, value) -> None:
+    *parents, key = dotted_key.split('.')
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[key] = value
+
+
+def _baseline(depth: int) -> ml_collections.ConfigDict:
+    config = common.get_config()
+    config.model.name = f'resnet{depth}'
+    # Declared here, inert at these values, so that each rung changes one of them.
+    config.model.kwargs = ml_collections.ConfigDict(dict(
+        drop_path_rate=0.0, drop_path_rule='stage', dropout_rate=0.0, se_ratio=0.0))
+    common.set_dataset(config, 'imagenet2012')
+    config.dataset.image_size = 256
+    config.dataset.interpolation = 'bicubic'  # TF resnet_preprocessing resizes crops bicubically.
+    config.dataset.randaugment_magnitude = 15.0
+    config.dataset.randaugment_mode = 'tf'
+
+    config.train.batch_size = 4096
+    config.train.epochs = 90.0
+    config.train.log_every = 100
+    config.train.eval_every = 3120  # About 10 epochs at batch 4096.
+    config.train.checkpoint_every = 1000
+    config.train.ema_warmup = True
+
+    config.optim.name = 'sgd'
+    config.optim.momentum = 0.9
+    config.optim.base_lr = 0.1
+    config.optim.lr_batch_base = 256
+    config.optim.weight_decay = 1e-4
+    config.optim.weight_decay_mode = 'l2'
+    config.optim.warmup_epochs = 5.0
+    config.optim.schedule = 'step'
+    config.optim.step_boundaries = (30 / 90, 60 / 90, 80 / 90)
+    config.optim.step_factor = 0.1
+    return config
+
+
+def _published(depth: int) -> ml_collections.ConfigDict:
+    """resnet_rs{depth} with its paper recipe: every ladder switch on, per-depth values."""
+    config = ladder(depth, RUNGS[-1])
+    config.model.name = f'resnet_rs{depth}'
+    # The registry's resnet_rs{depth} carries SE, ResNet-D, dropout and stochastic depth.
+    config.model.kwargs = ml_collections.ConfigDict()
+    config.dataset.image_size = models.create_model(config.model.name).default_image_size
+    config.dataset.randaugment_magnitude = float(RS_MAGNITUDE[depth])
+    return config
+
+
+def ladder(depth: int, rung: str) -> ml_collections.ConfigDict:
+    """The baseline plus the switches of every rung up to and including `rung`."""
+    if rung not in RUNGS:
+        raise ValueError(f'unknown rung {rung!r}; valid: {", ".join(RUNGS)}')
+    config = _baseline(depth)
+    for name in RUNGS[1:RUNGS.index(rung) + 1]:
+        for key, value in SWITCHES[name].items():
+            _set(config, key, value.format(depth=depth) if isinstance(value, str) else value)
+    return config
+
+
+def _small_image(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+    common.set_dataset(config, dataset)
+    config.train.batch_size = 128
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
+    config.train.log_every = 20
+    return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    # Bare tokens: a rung name ('+cosine') or a published variant ('rs50').
+    tokens = []
+    for token in filter(None, (arg or '').split(',')):
+        if token in RUNGS:
+            token = f'rung={token}'
+        elif token.startswith('rs') and token[2:].isdigit():
+            token = f'variant={token[2:]}'
+        tokens.append(token)
+    arg = common.parse_arg(','.join(tokens), depth=200, rung='baseline', variant=0, dataset='')
+    if arg.variant:
+        if arg.variant not in RS_MAGNITUDE:
+            raise ValueError(f'unknown ResNet-RS variant rs{arg.variant}; valid: '
+                             f'{", ".join(f"rs{d}" for d in RS_MAGNITUDE)}')
+        config = _published(arg.variant)
+    else:
+        config = ladder(arg.depth, arg.rung)
+    if arg.dataset:
+        config = _small_image(config, arg.dataset)
+    return config
