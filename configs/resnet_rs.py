@@ -56,6 +56,11 @@ SWITCHES = {
     '+resnet_d': {'model.name': 'resnet{depth}d'},
 }
 
+# Table 1's top-1 (%) after each rung, for the ladder table's comparison columns.
+PUBLISHED_TOP1 = {'baseline': 79.0, '+cosine': 79.3, '+epochs': 78.8, '+ema': 79.1,
+                  '+label_smoothing': 80.4, '+stochastic_depth': 80.6, '+randaugment': 81.0,
+                  '+dropout': 80.7, '+weight_decay': 82.2, '+se': 82.9, '+resnet_d': 83.4}
+
 # Published per-depth recipes: RandAugment magnitude (the TF configs); image size, dropout and
 # stochastic depth are the registry defaults of resnet_rs{depth}.
 RS_MAGNITUDE = {50: 10, 101: 15, 152: 15, 200: 15, 270: 15, 350: 15, 420: 15}

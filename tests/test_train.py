@@ -6,12 +6,14 @@ import signal
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from jaxconv.data import pipeline
 from jaxconv.models import registry
+from jaxconv.models.layers import batch_norm
 from jaxconv.train import loop
 from jaxconv.train.checkpoint import NoReadableCheckpointError
 from jaxconv.train.writer import read_metrics
@@ -21,12 +23,13 @@ class _TinyBNNet(nn.Module):
     """Conv-BN-ReLU-dropout-pool-dense: small, but with every kind of state the trainer carries."""
 
     num_classes: int = 10
-    dtype: object = None
+    bn_group_size: int = 0
+    dtype: object = jnp.float32
 
     @nn.compact
     def __call__(self, x, train=False):
         x = nn.Conv(8, (3, 3), strides=(2, 2), dtype=self.dtype)(x)
-        x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+        x = batch_norm(train, dtype=self.dtype, group_size=self.bn_group_size)()(x)
         x = nn.Dropout(0.2, deterministic=not train)(nn.relu(x))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.mean(axis=(1, 2)))
 
@@ -54,10 +57,13 @@ def _final_params(workdir, step):
     return restored['params'], restored['batch_stats']
 
 
-def test_eight_devices_and_one_device_give_the_same_losses(tiny_config, tmp_path):
+@pytest.mark.parametrize('bn_group_size', [0, 16])
+def test_eight_devices_and_one_device_give_the_same_losses(tiny_config, tmp_path, bn_group_size):
+    """With groups of 16 BatchNorm statistics span two of the 8 devices' shards of 8."""
     assert jax.device_count() == 8
     tiny_config.train.steps = 20
     tiny_config.train.eval_every = 20
+    tiny_config.model.kwargs.bn_group_size = bn_group_size
     # Mixing pairs examples across shards, so it is part of what must not depend on devices.
     tiny_config.train.mixup_alpha, tiny_config.train.cutmix_alpha = 0.2, 1.0
     eight = loop.train_and_evaluate(tiny_config, str(tmp_path / 'eight'))
@@ -121,6 +127,7 @@ def test_outputs_of_a_run(tiny_config, tmp_path):
     assert json.loads((workdir / 'summary.json').read_text()) == summary
     assert summary['params'] == 8 * 9 + 8 + 2 * 8 + 8 * 10 + 10
     assert summary['eval_preprocessing']['resolution'] == 32
+    assert summary['config']['optim']['weight_decay'] == tiny_config.optim.weight_decay
     assert sorted(os.listdir(workdir / 'checkpoints')) == ['10', '20', '30']
 
     # Re-running a finished workdir trains nothing more and reports the same result.

@@ -1,7 +1,7 @@
 """Blocks shared by several families; each is small and cites where it comes from."""
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -43,16 +43,145 @@ def check_min_input(model_name: str, x: jax.Array, min_size: int) -> None:
                          f'got {height}x{width} (raise dataset.image_size)')
 
 
+def pool2d_ceil(kind: str, x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+    """Pooling with the output size rounded up, as Caffe and PyTorch's `ceil_mode=True` do.
+
+    The Caffe-era reference models (NiN, GoogLeNet, SqueezeNet, ZFNet's sizes) use
+    out = ceil((n + 2 * padding - window) / stride) + 1, minus one when the last window would start
+    in the padding. The overhang on the bottom/right counts as -inf for max pooling and is left out
+    of the average (so is `padding`: NiN's 'average_exc_pad', the only avg use here, has none).
+    """
+    pads = []
+    for n in x.shape[1:3]:
+        out = -(-(n + 2 * padding - window) // stride) + 1
+        if (out - 1) * stride >= n + padding:
+            out -= 1
+        if out < 1:
+            raise ValueError(f'{window}x{window} pooling cannot run on a {n}-pixel map')
+        pads.append((padding, (out - 1) * stride + window - n - padding))
+    if kind == 'max':
+        return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+    if kind == 'avg':
+        return nn.avg_pool(x, (window, window), strides=(stride, stride), padding=pads,
+                           count_include_pad=False)
+    raise ValueError(f'unknown pooling {kind!r}; valid: avg, max')
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 2.0) -> jax.Array:
+    """Local response normalisation across channels (Krizhevsky et al. 2012, Sec. 3.3).
+
+    b_c = a_c / (k + alpha * sum of a_j^2 over the `size` channels j centred on c) ** beta, with
+    the paper's k=2, n=5, alpha=1e-4, beta=0.75 (also VGG's A-LRN and GoogLeNet's). alpha scales
+    the plain sum as in the paper and TF; Caffe and PyTorch divide it by `size` first. Computed in
+    float32 whatever the compute dtype: the power of a small sum is fragile in bfloat16.
+    """
+    squares = jnp.square(x.astype(jnp.float32))
+    half = size // 2
+    sums = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+                                 ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+    return (x.astype(jnp.float32) / (k + alpha * sums) ** beta).astype(x.dtype)
+
+
+class ConvNormAct(nn.Module):
+    """Convolution, optional BatchNorm, optional activation: the conv unit of the Inception and
+    MobileNet families (torchvision's `BasicConv2d` / `Conv2dNormActivation`).
+
+    Children are named `conv` and `bn` as in torchvision, so weights map one to one. Without a
+    `norm` factory the convolution has a bias, as in the pre-BatchNorm papers.
+    """
+
+    features: int
+    kernel_size: int | tuple[int, int]
+    strides: int = 1
+    padding: Any = 0  # int, per-dimension pairs, or 'SAME' (TF-style, for Keras ports)
+    groups: int = 1
+    norm: ModuleDef | None = None
+    activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = ((self.kernel_size, self.kernel_size) if isinstance(self.kernel_size, int)
+                  else tuple(self.kernel_size))
+        x = nn.Conv(self.features, kernel, strides=(self.strides, self.strides),
+                    padding=self.padding, feature_group_count=self.groups,
+                    use_bias=self.norm is None, dtype=self.dtype, name='conv')(x)
+        if self.norm is not None:
+            x = self.norm(name='bn')(x)
+        return x if self.activation is None else self.activation(x)
+
+
 def batch_norm(train: bool, *, momentum: float = 0.9, epsilon: float = 1e-5,
-               dtype: Any = jnp.float32) -> ModuleDef:
+               dtype: Any = jnp.float32, group_size: int = 0) -> ModuleDef:
     """The one BatchNorm factory all families use, built once per network and passed down.
 
     `momentum` is the running-average decay (flax convention: PyTorch's momentum 0.1 is 0.9 here,
     TF/Keras EfficientNet's 0.99 is 0.99). Statistics live in the `batch_stats` collection and,
-    under jit on the `data` mesh, are computed over the whole global batch.
+    under jit on the `data` mesh, are computed over the whole global batch, or, with
+    `group_size` > 0, over fixed groups of that many consecutive examples (`GroupedBatchNorm`).
+    Either way they do not depend on how many devices share the batch.
     """
+    if group_size > 0:
+        return functools.partial(GroupedBatchNorm, group_size=group_size,
+                                 use_running_average=not train, momentum=momentum,
+                                 epsilon=epsilon, dtype=dtype)
     return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
                              epsilon=epsilon, dtype=dtype)
+
+
+class GroupedBatchNorm(nn.Module):
+    """BatchNorm whose training statistics come from fixed groups of `group_size` examples.
+
+    "Ghost" or virtual batch norm (Hoffer et al. 2017, "Train longer, generalize better", Sec. 4;
+    google/flax#332): the batch is split into consecutive groups and each group is normalised
+    with its own mean and variance, so the noise of BN statistics is set by `group_size`, not by
+    the per-device batch. The running averages move toward the mean over groups of the group
+    statistics. Parameters and statistics have nn.BatchNorm's names and shapes, so counts and
+    checkpoints are the same.
+    """
+
+    group_size: int
+    use_running_average: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    scale_init: Callable = nn.initializers.ones
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+        running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            y = (x32 - running_mean.value) * jax.lax.rsqrt(running_var.value + self.epsilon)
+        else:
+            batch = x.shape[0]
+            # Init traces a dummy batch (often of 1): one group, since only shapes matter then.
+            group_size = batch if self.is_initializing() else self.group_size
+            if batch % group_size:
+                raise ValueError(f'bn_group_size={group_size} must divide the batch of {batch} '
+                                 '(set train.batch_size to a multiple of it)')
+            groups_GxNx = x32.reshape(batch // group_size, group_size, *x.shape[1:])
+            axes = tuple(range(1, groups_GxNx.ndim - 1))
+            mean = groups_GxNx.mean(axes, keepdims=True)
+            var = jnp.square(groups_GxNx - mean).mean(axes, keepdims=True)
+            y = ((groups_GxNx - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+            if not self.is_initializing():
+                group_axes = (0, *axes)
+                running_mean.value = (self.momentum * running_mean.value
+                                      + (1 - self.momentum) * mean.mean(group_axes))
+                running_var.value = (self.momentum * running_var.value
+                                     + (1 - self.momentum) * var.mean(group_axes))
+        if self.use_scale:
+            y = y * self.param('scale', self.scale_init, (features,), jnp.float32)
+        if self.use_bias:
+            y = y + self.param('bias', self.bias_init, (features,), jnp.float32)
+        return y.astype(self.dtype)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
@@ -68,3 +197,85 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
     if rounded < round_limit * value:
         rounded += divisor
     return rounded
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al. 2018, "Squeeze-and-Excitation Networks", Fig. 3, Eq. 2-3).
+
+    Rescales channels by `sigmoid(fc2(act(fc1(mean_hw(x)))))`. The bottleneck has
+    `se_ratio * reduce_base` channels (`reduce_base` defaults to the input's channels), rounded
+    the way each paper's code does: `divisor=8` is timm's SEModule used by SE-ResNet and ResNet-RS
+    (`make_divisible`, never bumped up), `divisor=1` is TF EfficientNet's `max(1, int(c * ratio))`
+    where `reduce_base` is the MBConv block's *input* width, not the expanded one it gates.
+    Both projections are 1x1 convs with bias so PyTorch and TF checkpoints map one to one.
+    """
+
+    se_ratio: float
+    reduce_base: int | None = None
+    divisor: int = 1
+    activation: str = 'relu'
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        base = (self.reduce_base or channels) * self.se_ratio
+        if self.divisor == 1:
+            reduced = max(1, int(base))
+        else:
+            reduced = make_divisible(base, self.divisor, round_limit=0.0)
+        s_Nx1x1xC = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s_Nx1x1xR = nn.Conv(reduced, (1, 1), dtype=self.dtype, name='fc1')(s_Nx1x1xC)
+        s_Nx1x1xR = get_activation(self.activation)(s_Nx1x1xR)
+        s_Nx1x1xC = nn.Conv(channels, (1, 1), dtype=self.dtype, name='fc2')(s_Nx1x1xR)
+        return x * nn.sigmoid(s_Nx1x1xC)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016, "Deep Networks with Stochastic Depth", Sec. 3).
+
+    Zeroes the whole residual branch of each example with probability `rate` (rng stream
+    'drop_path') and scales the survivors by 1/(1 - rate) at train time, so the eval network is
+    the plain full-depth one (the paper instead rescales by the survival probability at test
+    time; the two agree in expectation). "Drop path" rather than "drop connect", as in timm: whole
+    paths are dropped, not individual weights.
+    """
+
+    rate: float = 0.0
+    deterministic: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # One draw per example.
+        keep_mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, mask_shape)
+        return jnp.where(keep_mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
+DROP_PATH_RULES = ('block', 'stage')
+
+
+def drop_path_rates(stage_depths: Sequence[int], rate: float,
+                    rule: str = 'block') -> list[list[float]]:
+    """Per-block drop-path rates for a network with `stage_depths` residual blocks per stage.
+
+    'block': linear in the global block index, 0 for the first block and `rate` for the last
+    (Huang et al. 2016 Eq. 4 with p_L = 1 - rate; timm's `drop_path_rate * idx / (n - 1)`).
+    'stage': `rate * stage / 5` with the stem as stage 1 and the residual stages numbered 2..5,
+    constant within a stage (TF ResNet-RS `get_drop_connect_rate`); for S stages the divisor is
+    S + 1, so the last stage always gets the full rate.
+    """
+    if rule == 'block':
+        last = sum(stage_depths) - 1
+        rates, index = [], 0
+        for depth in stage_depths:
+            rates.append([rate * (index + j) / last if last else rate for j in range(depth)])
+            index += depth
+        return rates
+    if rule == 'stage':
+        num_stages = len(stage_depths)
+        return [[rate * (i + 2) / (num_stages + 1)] * depth for i, depth in enumerate(stage_depths)]
+    raise ValueError(f'unknown drop_path_rule {rule!r}; valid: {", ".join(DROP_PATH_RULES)}')

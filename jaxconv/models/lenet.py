@@ -14,7 +14,7 @@ Parameters at 10 classes: 156 + 2,416 + 48,120 + 10,164 + 850 = 61,706.
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,7 @@ from jaxconv.models.registry import register_model
 class LeNet5(nn.Module):
     """LeNet-5; `activation`, `pooling`: the paper's (tanh, avg) or the modern (relu, max)."""
 
+    default_image_size: ClassVar[int] = 32  # The input LeNet-5 was designed for.
     num_classes: int = 10
     activation: str = 'tanh'
     pooling: str = 'avg'

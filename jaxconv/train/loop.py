@@ -7,6 +7,7 @@ SIGTERM/SIGINT -> eval -> summary.json. It knows no model by name.
 """
 
 import functools
+import json
 import math
 import os
 import signal
@@ -305,6 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             **{name: value for name, value in record.items() if name.startswith('best_')},
             'wall_seconds': earlier_wall_seconds + time.time() - wall_start,
             'eval_preprocessing': preprocess.describe_eval(config.dataset),
+            'config': json.loads(config.to_json_best_effort()),  # Every switch, beside the result.
         }
         writer.write_summary(summary)
     finally:

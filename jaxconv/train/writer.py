@@ -83,8 +83,8 @@ class MetricWriter:
             return
         with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:
             json.dump(summary, f, indent=2)
-        if self.run is not None:
-            self.run.summary.update(summary)
+        if self.run is not None:  # W&B holds the config already, as the run's config.
+            self.run.summary.update({k: v for k, v in summary.items() if k != 'config'})
 
     def close(self) -> None:
         if not self.active:
