@@ -77,9 +77,11 @@ def _set(config: ml_collections.ConfigDict, dotted_key: str, value) -> None:
 def _baseline(depth: int) -> ml_collections.ConfigDict:
     config = common.get_config()
     config.model.name = f'resnet{depth}'
-    # Declared here, inert at these values, so that each rung changes one of them.
+    # Declared here, inert at these values, so that each rung changes one of them (and a
+    # scaling study can shrink or grow the whole ladder with the multipliers).
     config.model.kwargs = ml_collections.ConfigDict(dict(
-        drop_path_rate=0.0, drop_path_rule='stage', dropout_rate=0.0, se_ratio=0.0))
+        drop_path_rate=0.0, drop_path_rule='stage', dropout_rate=0.0, se_ratio=0.0,
+        depth_multiplier=1.0, width_multiplier=1.0))
     common.set_dataset(config, 'imagenet2012')
     config.dataset.image_size = 256
     config.dataset.interpolation = 'bicubic'  # TF resnet_preprocessing resizes crops bicubically.

@@ -28,6 +28,9 @@ def run_ladder(spec: str, workdir: str, overrides: list[str]) -> list[dict]:
     published = getattr(module, 'PUBLISHED_TOP1', {})
     group = os.path.basename(os.path.abspath(workdir))
     specs = recipes.ladder_specs(spec)
+    # Rungs share most of their XLA programs (init and eval change only with the architecture), so
+    # a persistent compilation cache saves each later rung those compiles.
+    environment = {'JAX_COMPILATION_CACHE_DIR': os.path.join(workdir, 'jax_cache'), **os.environ}
     rows = []
     for index, (rung, rung_spec) in enumerate(zip(module.RUNGS, specs, strict=True)):
         rung_dir = os.path.join(workdir, rung)
@@ -35,7 +38,7 @@ def run_ladder(spec: str, workdir: str, overrides: list[str]) -> list[dict]:
                    f'--workdir={rung_dir}', f'--config.wandb.group={group}',
                    f'--config.wandb.name={group}/{rung}', *overrides]
         print(f'== {rung}: {" ".join(command[1:])}', flush=True)
-        code = subprocess.call(command)
+        code = subprocess.call(command, env=environment)
         if code != 0:
             raise SystemExit(f'ladder stopped: rung {rung} exited with {code}; fix it and re-run '
                              'the same command to continue (finished rungs are kept)')

@@ -11,6 +11,14 @@ os.environ.pop('WANDB_API_KEY', None)  # Tests never log online.
 
 import pytest  # noqa: E402
 
+# The longest tests start first, so that pytest-xdist's two workers finish together.
+RUN_FIRST = ('test_whole_ladder_runs_rung_by_rung_through_the_cli',
+             'test_default_job_trains_lenet5_on_digits')
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.originalname not in RUN_FIRST)
+
 
 @pytest.fixture(scope='session')
 def digits_dir(tmp_path_factory) -> str:

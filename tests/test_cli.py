@@ -40,7 +40,7 @@ def test_default_job_trains_lenet5_on_digits(tmp_path):
 @pytest.mark.parametrize('overrides, message', [
     (['--config.model.name=lenet6'], "unknown model 'lenet6'; did you mean lenet5"),
     (['--config.optim.bse_lr=0.1'], 'unknown config key --config.optim.bse_lr; did you mean '
-                                    'base_lr? valid keys in optim: base_lr, '),
+                                    'base_lr? valid keys in optim: adam_b1, '),
     (['--config.dataset.name=digts'], "unknown dataset 'digts'; did you mean digits,"),
     (['--config.dataset.name=cifar10', '--config.dataset.data_dir={empty}'],
      "dataset 'cifar10' is not prepared in {empty}: run `tfds build cifar10"),
