@@ -23,7 +23,9 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/train_throughput.py --models lenet5,resnet18
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) benchmarks/train_throughput.py --models lenet5,resnet18
+	$(PY) benchmarks/randaugment_pipeline.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
