@@ -262,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 progress.update(1)
 
                 if _is_time(step, config.train.log_every, total_steps):
-                    sums_host = jax.device_get(sums)  # The only host sync of training.
+                    sums_host = jax.device_get(sums)  # The only device-to-host copy in training.
                     check_finite(sums_host, step)
                     train_metrics = {
                         **steps.summarize(sums_host),
