@@ -228,3 +228,19 @@ def test_ema_weights_are_evaluated_beside_the_raw_ones(tiny_config, tmp_path):
     assert all({'top1', 'ema_top1', 'ema_top5', 'ema_loss'} <= set(r) for r in evals)
     assert {'final_ema_top1', 'best_ema_top1', 'best_ema_step'} <= set(summary)
     assert evals[-1]['ema_loss'] != evals[-1]['loss']
+
+
+def test_a_run_saved_on_eight_devices_resumes_on_one(tiny_config, tmp_path, monkeypatch):
+    """Checkpoints hold global arrays, so a run can move to a machine with fewer devices."""
+    tiny_config.train.steps = 20
+    straight = loop.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
+    workdir = str(tmp_path / 'moved')
+    with monkeypatch.context() as patch:
+        _signal_on_batch(patch, batch_index=7, signum=signal.SIGTERM)
+        with pytest.raises(loop.TrainingInterrupted):
+            loop.train_and_evaluate(tiny_config, workdir)
+    moved = loop.train_and_evaluate(tiny_config, workdir, devices=jax.devices()[:1])
+    assert moved['devices'] == 1
+    np.testing.assert_allclose(list(_train_losses(workdir).values()),
+                               list(_train_losses(tmp_path / 'straight').values()), atol=1e-4)
+    assert moved['final_top1'] == pytest.approx(straight['final_top1'], abs=1 / 359)
