@@ -67,10 +67,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.exp_decay_rate = 0.97
     config.optim.exp_decay_epochs = 2.4
 
-    if arg.dataset:  # Small-image run of the same recipe.
-        common.set_dataset(config, arg.dataset)
-        config.train.batch_size = 128
-        config.train.eval_every = 500
-        config.train.checkpoint_every = 500
-        config.train.log_every = 20
+    if arg.dataset:
+        config = common.small_image_run(config, arg.dataset)
     return config

@@ -130,15 +130,6 @@ def ladder(depth: int, rung: str) -> ml_collections.ConfigDict:
     return config
 
 
-def _small_image(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
-    common.set_dataset(config, dataset)
-    config.train.batch_size = 128
-    config.train.eval_every = 500
-    config.train.checkpoint_every = 500
-    config.train.log_every = 20
-    return config
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Bare tokens: a rung name ('+cosine') or a published variant ('rs50').
     tokens = []
@@ -157,5 +148,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         config = ladder(arg.depth, arg.rung)
     if arg.dataset:
-        config = _small_image(config, arg.dataset)
+        config = common.small_image_run(config, arg.dataset)
     return config
