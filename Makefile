@@ -1,9 +1,11 @@
 # The commands README and .ci/run use. Each target first creates or refreshes .venv from
-# pyproject.toml (only when pyproject.toml changed since the last install).
+# pyproject.toml (only when pyproject.toml changed since the last install). Training needs the
+# base stack; the tests add the [torch] extra (torch, torchvision, timm: the reference libraries).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 WORKDIR ?= runs/lenet5_digits
 
 .PHONY: train test bench lint clean-venv
@@ -14,12 +16,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,torch]'
+	touch $(TEST_STAMP)
+
 # The default job: LeNet-5 on the embedded digits dataset (README, first command).
 train: $(STAMP)
 	$(PY) -m jaxconv.main --config=configs/lenet5_digits.py --workdir=$(WORKDIR)
 
 # The test suite on CPU, with 8 virtual devices for the multi-device tests (tests/conftest.py).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 bench: $(STAMP)
