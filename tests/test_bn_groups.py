@@ -60,11 +60,13 @@ def test_every_family_with_batch_norm_takes_bn_group_size():
     import inspect
 
     from jaxconv.models import create_model, list_models
+    from jaxconv.models.base import BatchNormKnobs
 
     with_batch_norm = 0
     for name in list_models():
         model = create_model(name, num_classes=10)
-        if 'batch_norm(' in inspect.getsource(inspect.getmodule(type(model))):
+        source = inspect.getsource(inspect.getmodule(type(model)))
+        if isinstance(model, BatchNormKnobs) or 'batch_norm(' in source:
             with_batch_norm += 1
             assert create_model(name, num_classes=10, bn_group_size=4).bn_group_size == 4, name
     assert with_batch_norm > 60

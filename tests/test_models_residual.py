@@ -200,7 +200,7 @@ PREACT_IMAGENET = [f'preact_resnet{d}' for d in resnet.IMAGENET_DEPTHS]
 
 
 def family_names() -> list[str]:
-    return sorted([*resnet._variants(), *preact_resnet._variants(), *densenet.VARIANTS,
+    return sorted([*resnet.VARIANTS, *preact_resnet.VARIANTS, *densenet.VARIANTS,
                    *(f'efficientnet_b{phi}' for phi in efficientnet.PUBLISHED_COEFFICIENTS)])
 
 

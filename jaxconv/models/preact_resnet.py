@@ -22,20 +22,18 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
     DropPath,
     ModuleDef,
     SqueezeExcite,
-    batch_norm,
     check_min_input,
     get_activation,
     pool2d,
 )
-from jaxconv.models.registry import register_model
+from jaxconv.models.registry import register_variants
 from jaxconv.models.resnet import IMAGENET_DEPTHS, conv_init, stage_plan
-from jaxconv.scaling import round_filters
 
 
 class PreActBlock(nn.Module):
@@ -76,11 +74,10 @@ class PreActBlock(nn.Module):
         return shortcut + y
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     """ResNet v2: `stem` 'imagenet' (7x7/2 conv + 3x3/2 max pool) or 'cifar' (one 3x3 conv)."""
 
     stage_depths: Sequence[int]
-    num_classes: int = 1000
     bottleneck: bool = True
     stage_widths: Sequence[int] = (64, 128, 256, 512)
     stem: str = 'imagenet'
@@ -88,17 +85,6 @@ class PreActResNet(nn.Module):
     block_dropout_rate: float = 0.0
     se_ratio: float = 0.0
     activation: str = 'relu'
-    depth_multiplier: float = 1.0
-    width_multiplier: float = 1.0
-    drop_path_rate: float = 0.0
-    drop_path_rule: str = 'block'
-    dropout_rate: float = 0.0
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    default_image_size: int = 224  # The training resolution of the recipe; read by configs only.
-    variant: str = 'preact_resnet'
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -107,8 +93,7 @@ class PreActResNet(nn.Module):
         stem_stride = 4 if self.stem == 'imagenet' else 1
         check_min_input(self.variant, x, stem_stride * 2 ** (len(self.stage_depths) - 1))
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        norm = batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, group_size=self.bn_group_size)
+        norm = self.norm_layer(train)
         act = get_activation(self.activation)
         dropout = functools.partial(nn.Dropout, self.block_dropout_rate, deterministic=not train)
         drop_path = functools.partial(DropPath, deterministic=not train)
@@ -116,50 +101,56 @@ class PreActResNet(nn.Module):
                                dtype=self.dtype) if self.se_ratio > 0 else None
 
         x = x.astype(self.dtype)
-        stem_width = round_filters(self.stem_width, self.width_multiplier)
+        stem_width = self.scaled_width(self.stem_width)
         if self.stem == 'imagenet':
             x = conv(stem_width, (7, 7), 2, padding=3, name='conv1')(x)
             x = pool2d('max', x, window=3, stride=2, padding=((1, 1), (1, 1)))
         else:
             x = conv(stem_width, (3, 3), padding=1, name='conv1')(x)
 
-        plan = stage_plan(self.stage_depths, self.stage_widths, self.depth_multiplier,
-                          self.width_multiplier, self.drop_path_rate, self.drop_path_rule)
-        for i, (planes, rates) in enumerate(plan):
+        for i, (planes, rates) in enumerate(stage_plan(self, self.stage_depths,
+                                                       self.stage_widths)):
             for j, rate in enumerate(rates):
                 x = PreActBlock(planes, 2 if i > 0 and j == 0 else 1, self.bottleneck, conv, norm,
                                 act, dropout, drop_path, se=se, drop_path_rate=rate,
                                 name=f'layer{i + 1}_{j}')(x)
 
         x = act(norm(name='bn_final')(x))
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+        return self.classify(x, train, name='fc')
 
 
-CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), default_image_size=32)
+# He et al. 2016's ImageNet nets use ResNet v1's stage depths (resnet.IMAGENET_DEPTHS).
+P18, P34, P50, P101, P152, P200 = (
+    dict(bottleneck=b, stage_depths=d) for b, d in IMAGENET_DEPTHS.values())
+CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), default_image_size=32,
+             bottleneck=False)
 
 
-def _variants() -> dict[str, dict[str, Any]]:
-    """Every registered name and the PreActResNet arguments it fills in."""
-    table: dict[str, dict[str, Any]] = {}
-    for depth, (bottleneck, depths) in IMAGENET_DEPTHS.items():
-        table[f'preact_resnet{depth}'] = dict(stage_depths=depths, bottleneck=bottleneck)
-    for n in (3, 5, 7, 9, 18):  # 6n+2 basic: 20, 32, 44, 56, 110.
-        table[f'preact_resnet{6 * n + 2}'] = dict(CIFAR, stage_depths=(n,) * 3, bottleneck=False)
-    # 9n+2 bottleneck, He et al. 2016 Table 3 (ResNet-1001 is stage_depths=(111,) * 3).
-    table['preact_resnet164'] = dict(CIFAR, stage_depths=(18,) * 3, bottleneck=True)
-    # WRN-d-k of Zagoruyko & Komodakis 2016, Tables 4-6.
-    for depth, k in ((16, 4), (16, 8), (28, 10), (40, 2), (40, 4)):
-        n = (depth - 4) // 6
-        table[f'wrn{depth}_{k}'] = dict(CIFAR, stage_depths=(n,) * 3, bottleneck=False,
-                                        stage_widths=(16 * k, 32 * k, 64 * k))
-    return table
+def _wide(depth: int, k: int) -> dict[str, Any]:
+    """WRN-depth-k (Zagoruyko & Komodakis 2016, Table 1): (depth - 4) / 6 blocks per stage."""
+    n = (depth - 4) // 6
+    return dict(CIFAR, stage_depths=(n,) * 3, stage_widths=(16 * k, 32 * k, 64 * k))
 
 
-def _create(variant: str, **kwargs: Any) -> PreActResNet:
-    return PreActResNet(variant=variant, **kwargs)
-
-
-for _name, _args in _variants().items():
-    register_model(functools.partial(_create, _name, **_args), name=_name)
+# Every registered name and the PreActResNet fields it sets.
+VARIANTS: dict[str, dict[str, Any]] = {
+    'preact_resnet18': P18,
+    'preact_resnet34': P34,
+    'preact_resnet50': P50,
+    'preact_resnet101': P101,
+    'preact_resnet152': P152,
+    'preact_resnet200': P200,
+    'preact_resnet20': dict(CIFAR, stage_depths=(3, 3, 3)),  # 6n + 2 layers, basic blocks.
+    'preact_resnet32': dict(CIFAR, stage_depths=(5, 5, 5)),
+    'preact_resnet44': dict(CIFAR, stage_depths=(7, 7, 7)),
+    'preact_resnet56': dict(CIFAR, stage_depths=(9, 9, 9)),
+    'preact_resnet110': dict(CIFAR, stage_depths=(18, 18, 18)),
+    # 9n + 2 bottleneck layers, He et al. 2016 Table 3 (ResNet-1001 is stage_depths=(111,) * 3).
+    'preact_resnet164': dict(CIFAR, stage_depths=(18, 18, 18), bottleneck=True),
+    'wrn16_4': _wide(16, 4),  # Zagoruyko & Komodakis 2016, Tables 4-6.
+    'wrn16_8': _wide(16, 8),
+    'wrn28_10': _wide(28, 10),
+    'wrn40_2': _wide(40, 2),
+    'wrn40_4': _wide(40, 4),
+}
+register_variants(PreActResNet, VARIANTS)

@@ -4,8 +4,10 @@ Each family file registers a builder per published variant; the trainer, the
 tests and the report only ever go through `create_model` and `list_models`.
 """
 
+import dataclasses
 import difflib
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +32,27 @@ def register_model(builder: ModelBuilder, name: str | None = None) -> ModelBuild
     return builder
 
 
+def register_variants(network: type[nn.Module],
+                      variants: Mapping[str, Mapping[str, Any]]) -> None:
+    """Registers each `name: {field: value}` of a family's literal variant table.
+
+    The table is the one place a variant is defined (timm's `model_args`, big_vision's variant
+    dicts): `create_model(name, **overrides)` builds `network(**{**variants[name], **overrides})`,
+    with `variant` set to the name. Write every name out in full so that it can be grepped.
+    """
+    for name, defaults in variants.items():
+        register_model(functools.partial(network, **{'variant': name, **defaults}), name=name)
+
+
+def model_fields(name: str) -> list[str]:
+    """The fields `create_model(name, ...)` accepts as overrides, when its builder says so."""
+    builder = _REGISTRY[name]
+    network = builder.func if isinstance(builder, functools.partial) else None
+    if not (isinstance(network, type) and dataclasses.is_dataclass(network)):
+        return []
+    return [f.name for f in dataclasses.fields(network) if f.name not in ('parent', 'name')]
+
+
 def list_models() -> list[str]:
     """All registered names, sorted."""
     return sorted(_REGISTRY)
@@ -49,4 +72,6 @@ def create_model(name: str, num_classes: int = 1000, **overrides: Any) -> nn.Mod
     try:
         return _REGISTRY[name](num_classes=num_classes, **overrides)
     except TypeError as e:  # An override the family does not have.
-        raise TypeError(f'model {name!r}: {e}') from e
+        fields = model_fields(name)
+        valid = f'; valid fields: {", ".join(fields)}' if fields else ''
+        raise TypeError(f'model {name!r}: {e}{valid}') from e

@@ -27,18 +27,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
     DropPath,
     ModuleDef,
     SqueezeExcite,
-    batch_norm,
     check_min_input,
-    drop_path_rates,
     get_activation,
     pool2d,
 )
-from jaxconv.models.registry import register_model
-from jaxconv.scaling import round_filters, round_repeats
+from jaxconv.models.registry import register_variants
 
 # He et al. 2015's init (Sec. 3.4), as torchvision: normal with std sqrt(2 / fan_out).
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -124,20 +122,18 @@ class ResidualBlock(nn.Module):
         return act(x + y)
 
 
-def stage_plan(depths: Sequence[int], widths: Sequence[int], depth_multiplier: float,
-               width_multiplier: float, drop_path_rate: float,
-               drop_path_rule: str) -> list[tuple[int, list[float]]]:
-    """(scaled width, per-block drop-path rates) of each stage: the one place that applies the
-    depth/width multipliers and the stochastic-depth schedule to a residual network."""
+def stage_plan(network: 'ResNet', depths: Sequence[int],
+               widths: Sequence[int]) -> list[tuple[int, list[float]]]:
+    """(scaled width, per-block drop-path rates) of each stage: where a residual network applies
+    its depth/width multipliers and its stochastic-depth schedule, once."""
     if len(depths) != len(widths):
         raise ValueError(f'stage_depths {tuple(depths)} and stage_widths {tuple(widths)} need '
                          'one entry per stage each')
-    depths = [round_repeats(d, depth_multiplier) for d in depths]
-    rates = drop_path_rates(depths, drop_path_rate, drop_path_rule)
-    return [(round_filters(w, width_multiplier), r) for w, r in zip(widths, rates, strict=True)]
+    rates = network.drop_path_schedule([network.scaled_depth(d) for d in depths])
+    return [(network.scaled_width(w), r) for w, r in zip(widths, rates, strict=True)]
 
 
-class ResNet(nn.Module):
+class ResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     """Post-activation ResNet / ResNet-D / SE-ResNet / Wide ResNet / ResNeXt / ResNet-RS.
 
     `stem` is 'imagenet' (7x7/2 conv), 'deep' (3x3/2, 3x3, 3x3 of stem_width, stem_width,
@@ -146,7 +142,6 @@ class ResNet(nn.Module):
     """
 
     stage_depths: Sequence[int]
-    num_classes: int = 1000
     bottleneck: bool = True
     stage_widths: Sequence[int] = (64, 128, 256, 512)
     stem: str = 'imagenet'
@@ -159,17 +154,6 @@ class ResNet(nn.Module):
     zero_init_last: bool = True
     se_ratio: float = 0.0
     activation: str = 'relu'
-    depth_multiplier: float = 1.0
-    width_multiplier: float = 1.0
-    drop_path_rate: float = 0.0
-    drop_path_rule: str = 'block'
-    dropout_rate: float = 0.0
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    default_image_size: int = 224  # The training resolution of the recipe; read by configs only.
-    variant: str = 'resnet'
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -178,15 +162,14 @@ class ResNet(nn.Module):
         min_size = stem_stride * pool_stride * 2 ** (len(self.stage_depths) - 1)
         check_min_input(self.variant, x, min_size)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        norm = batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, group_size=self.bn_group_size)
+        norm = self.norm_layer(train)
         act = get_activation(self.activation)
         se = functools.partial(SqueezeExcite, self.se_ratio, divisor=8, activation=self.activation,
                                dtype=self.dtype) if self.se_ratio > 0 else None
         drop_path = functools.partial(DropPath, deterministic=not train)
 
         x = x.astype(self.dtype)
-        stem_width = round_filters(self.stem_width, self.width_multiplier)
+        stem_width = self.scaled_width(self.stem_width)
         if self.stem == 'deep':
             for i, features in enumerate((stem_width, stem_width)):
                 x = conv(features, (3, 3), 2 if i == 0 else 1, padding=1, name=f'conv1_{i}')(x)
@@ -207,9 +190,8 @@ class ResNet(nn.Module):
         elif self.stem_pool != 'none':
             raise ValueError(f'unknown stem_pool {self.stem_pool!r}; valid: max, conv, none')
 
-        plan = stage_plan(self.stage_depths, self.stage_widths, self.depth_multiplier,
-                          self.width_multiplier, self.drop_path_rate, self.drop_path_rule)
-        for i, (planes, rates) in enumerate(plan):
+        for i, (planes, rates) in enumerate(stage_plan(self, self.stage_depths,
+                                                       self.stage_widths)):
             for j, rate in enumerate(rates):
                 x = ResidualBlock(
                     planes, 2 if i > 0 and j == 0 else 1, self.bottleneck, conv, norm, act,
@@ -218,12 +200,11 @@ class ResNet(nn.Module):
                     zero_init_last=self.zero_init_last, drop_path_rate=rate,
                     name=f'layer{i + 1}_{j}')(x)
 
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+        return self.classify(x, train, name='fc')
 
 
 # ImageNet depths: He et al. 2015 Table 1; 200 from He et al. 2016 (fb.resnet.torch).
+# depth: (bottleneck, stage depths); preact_resnet.py reads it too.
 IMAGENET_DEPTHS = {
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
@@ -232,57 +213,66 @@ IMAGENET_DEPTHS = {
     152: (True, (3, 8, 36, 3)),
     200: (True, (3, 24, 36, 3)),
 }
+R18, R34, R50, R101, R152, R200 = (
+    dict(bottleneck=b, stage_depths=d) for b, d in IMAGENET_DEPTHS.values())
+# CIFAR ResNets (He et al. 2015, Sec. 4.2): a 3x3 stem, three stages of 16-32-64, no pooling.
 CIFAR = dict(stem='cifar', stem_width=16, stem_pool='none', stage_widths=(16, 32, 64),
              bottleneck=False, default_image_size=32)
-RESNET_D = dict(stem='deep', stem_width=32, shortcut='avg_down')
-
+CIFAR_A = dict(CIFAR, shortcut='pad')  # Option A: parameter-free shortcuts (Table 6).
+RESNET_D = dict(stem='deep', stem_width=32, shortcut='avg_down')  # He et al. 2019, Fig. 2b-c.
+SE = dict(se_ratio=1 / 16)  # Hu et al. 2018, reduction ratio r = 16.
+# ResNeXt-29 (Xie et al. 2017, Sec. 5.3): bottleneck blocks with 64-wide groups on 32x32.
+RESNEXT29 = dict(CIFAR, stage_depths=(3, 3, 3), bottleneck=True, stem_width=64,
+                 stage_widths=(64, 128, 256), base_width=64)
 # ResNet-RS (Bello et al. 2021) as released in tensorflow/tpu models/official/resnet/resnet_rs
 # (configs/resnetrs*_i*.yaml; stage depths in resnet_model.py), summarised in
-# ../shared/reference/anchors.md. depth: (stage depths, training image size, dropout, drop-path
-# rate). Where the release has several image sizes (RS-101, -152, -350) this is the best one.
-RESNET_RS = {
-    50: ((3, 4, 6, 3), 160, 0.25, 0.0),
-    101: ((3, 4, 23, 3), 192, 0.25, 0.0),
-    152: ((3, 8, 36, 3), 256, 0.25, 0.0),
-    200: ((3, 24, 36, 3), 256, 0.25, 0.1),
-    270: ((4, 29, 53, 4), 256, 0.25, 0.1),
-    350: ((4, 36, 72, 4), 320, 0.4, 0.1),
-    420: ((4, 44, 87, 4), 320, 0.4, 0.1),
+# ../shared/reference/anchors.md: ResNet-D, SE 0.25, a strided conv for the stem pool, per-stage
+# stochastic depth. Where the release has several image sizes (RS-101, -152, -350) the table
+# holds the best one.
+RESNET_RS = dict(RESNET_D, stem_pool='conv', se_ratio=0.25, drop_path_rule='stage')
+
+# Every registered name and the ResNet fields it sets (the one place a variant is defined).
+VARIANTS: dict[str, dict[str, Any]] = {
+    'resnet18': R18,
+    'resnet34': R34,
+    'resnet50': R50,
+    'resnet101': R101,
+    'resnet152': R152,
+    'resnet200': R200,
+    'resnet18d': dict(R18, **RESNET_D),
+    'resnet34d': dict(R34, **RESNET_D),
+    'resnet50d': dict(R50, **RESNET_D),
+    'resnet101d': dict(R101, **RESNET_D),
+    'resnet152d': dict(R152, **RESNET_D),
+    'resnet200d': dict(R200, **RESNET_D),
+    'resnet20': dict(CIFAR_A, stage_depths=(3, 3, 3)),  # He et al. 2015 Table 6: 6n + 2 layers.
+    'resnet32': dict(CIFAR_A, stage_depths=(5, 5, 5)),
+    'resnet44': dict(CIFAR_A, stage_depths=(7, 7, 7)),
+    'resnet56': dict(CIFAR_A, stage_depths=(9, 9, 9)),
+    'resnet110': dict(CIFAR_A, stage_depths=(18, 18, 18)),
+    'seresnet50': dict(R50, **SE),
+    'seresnet101': dict(R101, **SE),
+    'seresnet152': dict(R152, **SE),
+    'resnext50_32x4d': dict(R50, groups=32, base_width=4),
+    'resnext101_32x8d': dict(R101, groups=32, base_width=8),
+    'seresnext50_32x4d': dict(R50, groups=32, base_width=4, **SE),
+    'wide_resnet50_2': dict(R50, base_width=128),
+    'wide_resnet101_2': dict(R101, base_width=128),
+    'resnext29_8x64d': dict(RESNEXT29, groups=8),
+    'resnext29_16x64d': dict(RESNEXT29, groups=16),
+    'resnet_rs50': dict(RESNET_RS, stage_depths=(3, 4, 6, 3), default_image_size=160,
+                        dropout_rate=0.25, drop_path_rate=0.0),
+    'resnet_rs101': dict(RESNET_RS, stage_depths=(3, 4, 23, 3), default_image_size=192,
+                         dropout_rate=0.25, drop_path_rate=0.0),
+    'resnet_rs152': dict(RESNET_RS, stage_depths=(3, 8, 36, 3), default_image_size=256,
+                         dropout_rate=0.25, drop_path_rate=0.0),
+    'resnet_rs200': dict(RESNET_RS, stage_depths=(3, 24, 36, 3), default_image_size=256,
+                         dropout_rate=0.25, drop_path_rate=0.1),
+    'resnet_rs270': dict(RESNET_RS, stage_depths=(4, 29, 53, 4), default_image_size=256,
+                         dropout_rate=0.25, drop_path_rate=0.1),
+    'resnet_rs350': dict(RESNET_RS, stage_depths=(4, 36, 72, 4), default_image_size=320,
+                         dropout_rate=0.4, drop_path_rate=0.1),
+    'resnet_rs420': dict(RESNET_RS, stage_depths=(4, 44, 87, 4), default_image_size=320,
+                         dropout_rate=0.4, drop_path_rate=0.1),
 }
-
-
-def _variants() -> dict[str, dict[str, Any]]:
-    """Every registered name and the ResNet arguments it fills in."""
-    table: dict[str, dict[str, Any]] = {}
-    for depth, (bottleneck, depths) in IMAGENET_DEPTHS.items():
-        base = dict(stage_depths=depths, bottleneck=bottleneck)
-        table[f'resnet{depth}'] = base
-        table[f'resnet{depth}d'] = {**base, **RESNET_D}
-    for n in (3, 5, 7, 9, 18):  # resnet20/32/44/56/110, He et al. 2015 Table 6.
-        table[f'resnet{6 * n + 2}'] = dict(stage_depths=(n, n, n), shortcut='pad', **CIFAR)
-    se = dict(se_ratio=1 / 16)  # Hu et al. 2018, reduction ratio r = 16.
-    for depth in (50, 101, 152):
-        table[f'seresnet{depth}'] = {**table[f'resnet{depth}'], **se}
-    resnext = dict(groups=32, base_width=4)
-    table['resnext50_32x4d'] = {**table['resnet50'], **resnext}
-    table['resnext101_32x8d'] = {**table['resnet101'], 'groups': 32, 'base_width': 8}
-    table['seresnext50_32x4d'] = {**table['resnext50_32x4d'], **se}
-    table['wide_resnet50_2'] = {**table['resnet50'], 'base_width': 128}
-    table['wide_resnet101_2'] = {**table['resnet101'], 'base_width': 128}
-    for groups in (8, 16):  # ResNeXt-29 (Xie et al. 2017 Sec. 5.3): 3x3 blocks, 64-wide groups.
-        table[f'resnext29_{groups}x64d'] = dict(
-            CIFAR, stage_depths=(3, 3, 3), bottleneck=True, stem_width=64,
-            stage_widths=(64, 128, 256), groups=groups, base_width=64)
-    for depth, (depths, size, dropout, drop_path) in RESNET_RS.items():
-        table[f'resnet_rs{depth}'] = dict(
-            stage_depths=depths, **RESNET_D, stem_pool='conv', se_ratio=0.25, dropout_rate=dropout,
-            drop_path_rate=drop_path, drop_path_rule='stage', default_image_size=size)
-    return table
-
-
-def _create(variant: str, **kwargs: Any) -> ResNet:
-    return ResNet(variant=variant, **kwargs)
-
-
-for _name, _args in _variants().items():
-    register_model(functools.partial(_create, _name, **_args), name=_name)
+register_variants(ResNet, VARIANTS)

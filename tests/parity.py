@@ -1,0 +1,71 @@
+"""Logits parity with the reference libraries: build the reference with random weights (no
+download), move its weights into the jaxconv model through `jaxconv.convert`, compare logits.
+
+Every BatchNorm of the reference gets random scale, offset and running statistics first: with
+the libraries' initial values (scale 1 or 0, mean 0, var 1) a wrong mapping of BN leaves, or a
+zero-initialised residual branch, would go unnoticed.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv import models
+from jaxconv.convert import get_layout, transplant
+from jaxconv.convert.core import torch_state
+from jaxconv.torch_support import import_torch
+
+NUM_CLASSES = 10
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |actual - expected| / max |expected|: the parity measure, 1e-4 in float32."""
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def torch_reference(library: str, reference: str, seed: int = 0, **kwargs):
+    """The library's model in eval mode with random weights and randomised BatchNorm state."""
+    torch, torchvision, timm = import_torch()
+    torch.manual_seed(seed)
+    if library == 'timm':
+        module = timm.create_model(reference, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+    else:
+        module = torchvision.models.get_model(reference, weights=None, num_classes=NUM_CLASSES,
+                                              **kwargs)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                for tensor, low, high in ((layer.weight, 0.5, 1.5), (layer.bias, -0.2, 0.2),
+                                          (layer.running_mean, -0.2, 0.2),
+                                          (layer.running_var, 0.5, 1.5)):
+                    if tensor is not None:
+                        tensor.copy_(low + (high - low) * torch.rand(tensor.shape,
+                                                                     generator=generator))
+    return module.eval()
+
+
+def jaxconv_twin(library: str, reference: str, module, resolution: int, **model_kwargs):
+    """(model, variables) of the jaxconv model holding `module`'s weights."""
+    layout = get_layout(library, reference)
+    model = models.create_model(layout.model, num_classes=NUM_CLASSES,
+                                **{**layout.model_kwargs, **model_kwargs})
+    image = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+    keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
+    template = jax.eval_shape(lambda: model.init(keys, image, train=True))
+    return model, transplant(template, torch_state(module), layout.source_module,
+                             layout.framework)
+
+
+def torch_parity(library: str, reference: str, resolution: int = 64, batch: int = 2,
+                 reference_kwargs: dict | None = None, **model_kwargs) -> float:
+    """Relative error of jaxconv's eval-mode logits against the reference's, same weights."""
+    torch, _, _ = import_torch()
+    module = torch_reference(library, reference, **(reference_kwargs or {}))
+    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
+    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
+    images = images.astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
+    return relative_error(actual, expected)
