@@ -69,3 +69,43 @@ def torch_parity(library: str, reference: str, resolution: int = 64, batch: int 
         expected = module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
     return relative_error(actual, expected)
+
+
+def keras_reference(application: str, resolution: int, seed: int = 0, **kwargs):
+    """`keras.applications.<application>` with random weights, logits out, and randomised
+    BatchNorm state; input (resolution, resolution, 3)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    builder = getattr(keras.applications, application)
+    model = builder(weights=None, input_shape=(resolution, resolution, 3),
+                    classes=NUM_CLASSES, classifier_activation=None, **kwargs)
+    rng = np.random.default_rng(seed + 1)
+    ranges = {'gamma': (0.5, 1.5), 'beta': (-0.2, 0.2), 'moving_mean': (-0.2, 0.2),
+              'moving_variance': (0.5, 1.5)}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for weight in layer.weights:
+                low, high = ranges[weight.path.rsplit('/', 1)[-1]]
+                weight.assign(rng.uniform(low, high, weight.shape).astype(np.float32))
+    return model
+
+
+def keras_parity(application: str, resolution: int, batch: int = 2,
+                 reference_kwargs: dict | None = None, **model_kwargs) -> float:
+    """Relative error of jaxconv's eval-mode logits against Keras', same weights."""
+    from jaxconv.convert.core import keras_state
+
+    reference = keras_reference(application, resolution, **(reference_kwargs or {}))
+    layout = get_layout('keras', application)
+    model = models.create_model(layout.model, num_classes=NUM_CLASSES,
+                                **{**layout.model_kwargs, **model_kwargs})
+    image = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+    keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
+    template = jax.eval_shape(lambda: model.init(keys, image, train=True))
+    variables = transplant(template, keras_state(reference), layout.source_module, 'keras')
+    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
+    images = images.astype(np.float32)
+    expected = np.asarray(reference(images, training=False))
+    actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
+    return relative_error(actual, expected)

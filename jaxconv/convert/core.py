@@ -74,7 +74,8 @@ def _convert(array: np.ndarray, target_shape: tuple[int, ...], leaf: str,
         if array.ndim == 2:
             return array.T  # (out, in) -> (in, out).
         return array
-    if array.ndim == 4 and array.shape != target_shape and target_shape[2] == 1:
+    if array.ndim == 4 and len(target_shape) == 4 and array.shape != target_shape \
+            and target_shape[2] == 1:
         # Keras' depthwise kernel is (kh, kw, channels, multiplier); a flax grouped conv with one
         # group per channel holds (kh, kw, 1, channels * multiplier), channel-major like Keras.
         kh, kw, channels, multiplier = array.shape
