@@ -150,7 +150,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.lr_multipliers = ()  # ((regex over 'a/b/kernel', multiplier), ...); first match wins; 0 freezes.
     config.optim.base_lr = 0.1  # Learning rate at batch lr_batch_base; the peak LR scales linearly.
     config.optim.lr_batch_base = 256  # Peak LR = base_lr * batch_size / lr_batch_base (Goyal et al. 2017).
-    config.optim.weight_decay = 1e-4  # Decay of conv and dense kernels (never BN, never biases).
+    config.optim.weight_decay = 1e-4  # Weight decay coefficient; what it covers: weight_decay_mask.
+    config.optim.weight_decay_mask = 'kernels'  # kernels: conv/dense kernels only | non_norm: all but BN scale/offset (TF: biases too).
     config.optim.weight_decay_mode = 'l2'  # l2: added to the gradient | decoupled: lr * wd * w after the optimizer.
     config.optim.warmup_epochs = 5.0  # Linear warmup from 0 to the peak LR.
     config.optim.schedule = 'cosine'  # cosine | step | exponential | constant, after warmup.
