@@ -45,10 +45,14 @@ def set_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.
 def small_image_run(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
     """Turns an ImageNet preset into a run on a small dataset: its preset, batch 128, frequent logs.
 
-    The recipe switches (optimizer, schedule, regularisation) stay as the preset set them.
+    The recipe switches (optimizer, schedule, regularisation) stay as the preset set them, except
+    the BatchNorm groups: a preset's `bn_group_size` is its reference's per-replica batch, sized
+    for a batch in the thousands, so BN here normalises over the whole small batch.
     """
     set_dataset(config, dataset)
     config.train.batch_size = 128
+    if 'bn_group_size' in config.model.kwargs:
+        config.model.kwargs.bn_group_size = 0
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.log_every = 20
@@ -106,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.randaugment_layers = 0  # RandAugment N (ops per image) in training; 0: off.
     config.dataset.randaugment_magnitude = 10.0  # RandAugment M on the 0..10 scale (tf mode extrapolates above 10).
     config.dataset.randaugment_mode = 'tf'  # tf: TF TPU reference as it runs (16 ops) | tf_prob: each op with p ~ U(0.2, 0.8) | paper: 14 ops incl. identity.
+    config.dataset.autoaugment = ''  # AutoAugment policy in training: '' off | v0 (TF EfficientNet's); not with RandAugment.
     config.dataset.area_range = (0.08, 1.0)  # imagenet: inception crop's fraction of the image area.
     config.dataset.aspect_ratio_range = (0.75, 1.33)  # imagenet: inception crop's aspect ratios.
     config.dataset.eval_crop_fraction = 0.875  # imagenet: eval resizes to size/fraction, center-crops size.
