@@ -45,10 +45,14 @@ def set_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.
 def small_image_run(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
     """Turns an ImageNet preset into a run on a small dataset: its preset, batch 128, frequent logs.
 
-    The recipe switches (optimizer, schedule, regularisation) stay as the preset set them.
+    The recipe switches (optimizer, schedule, regularisation) stay as the preset set them, except
+    the BatchNorm groups: a preset's `bn_group_size` is its reference's per-replica batch, sized
+    for a batch in the thousands, so BN here normalises over the whole small batch.
     """
     set_dataset(config, dataset)
     config.train.batch_size = 128
+    if 'bn_group_size' in config.model.kwargs:
+        config.model.kwargs.bn_group_size = 0
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.log_every = 20
@@ -106,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.randaugment_layers = 0  # RandAugment N (ops per image) in training; 0: off.
     config.dataset.randaugment_magnitude = 10.0  # RandAugment M on the 0..10 scale (tf mode extrapolates above 10).
     config.dataset.randaugment_mode = 'tf'  # tf: TF TPU reference as it runs (16 ops) | tf_prob: each op with p ~ U(0.2, 0.8) | paper: 14 ops incl. identity.
+    config.dataset.autoaugment = ''  # AutoAugment policy in training: '' off | v0 (TF EfficientNet's); not with RandAugment.
     config.dataset.area_range = (0.08, 1.0)  # imagenet: inception crop's fraction of the image area.
     config.dataset.aspect_ratio_range = (0.75, 1.33)  # imagenet: inception crop's aspect ratios.
     config.dataset.eval_crop_fraction = 0.875  # imagenet: eval resizes to size/fraction, center-crops size.
@@ -150,7 +155,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.lr_multipliers = ()  # ((regex over 'a/b/kernel', multiplier), ...); first match wins; 0 freezes.
     config.optim.base_lr = 0.1  # Learning rate at batch lr_batch_base; the peak LR scales linearly.
     config.optim.lr_batch_base = 256  # Peak LR = base_lr * batch_size / lr_batch_base (Goyal et al. 2017).
-    config.optim.weight_decay = 1e-4  # Decay of conv and dense kernels (never BN, never biases).
+    config.optim.weight_decay = 1e-4  # Weight decay coefficient; what it covers: weight_decay_mask.
+    config.optim.weight_decay_mask = 'kernels'  # kernels: conv/dense kernels only | non_norm: all but BN scale/offset (TF: biases too).
     config.optim.weight_decay_mode = 'l2'  # l2: added to the gradient | decoupled: lr * wd * w after the optimizer.
     config.optim.warmup_epochs = 5.0  # Linear warmup from 0 to the peak LR.
     config.optim.schedule = 'cosine'  # cosine | step | exponential | constant, after warmup.

@@ -17,15 +17,35 @@ switch, and the published per-depth recipes (anchors.md, "ResNet-RS"):
 | +label_smoothing | 0.1 | 80.4 |                 | +resnet_d | ResNet-D stem + shortcut | 83.4 |
 | +stochastic_depth | rate 0.1, per stage | 80.6 |
 
-Reproduction choices, each a key you can change:
+The rungs' switches are the keys in SWITCHES (`python -m jaxconv.recipes ladder` prints them); the
+last rung is exactly ResNet-RS-200 (`resnet_rs200`, 83.4 in the release README): +resnet_d also
+replaces the stem max pool with a strided 3x3 conv + BN-ReLU (`replace_stem_max_pool: True` in
+every released config; resnet_model.py `resnet_generator`).
+
+Reproduction choices, each a key you can change. The reference is the TF1 trainer that produced
+Table 1 and the released checkpoints, tensorflow/tpu models/official/resnet/resnet_main.py at the
+ResNet-RS release (commit 3709ce3, Feb 2021; unchanged in these respects at HEAD):
 - Batch 4096 and LR 0.1 x batch / 256 as the TF reference; a smaller batch keeps the rule.
+- SGD with Nesterov momentum 0.9 (`tf.train.MomentumOptimizer(..., use_nesterov=True)`). The TF2
+  Model Garden configs use plain momentum; optim.nesterov=False gives that.
+- L2 weight decay on every parameter but BatchNorm's, biases included (`l2_loss` over the trainable
+  variables without 'batch_normalization' in their name): optim.weight_decay_mask=non_norm.
+- BatchNorm statistics per TPU core (plain `tf.layers.batch_normalization` under TPUEstimator):
+  bn_group_size=128. The release configs do not name the core count; 128 images per core is what
+  every tensorflow/tpu resnet/configs/cloud/*.yaml gives, v3-32.yaml pairing batch 4096 with 32
+  cores. Small-image runs (`dataset=`) normalise over their whole batch instead.
 - baseline's step schedule drops x0.1 at 30/90, 60/90, 80/90 of training, so +epochs stretches it
-  (TF1 `resnet_main.py`); warmup stays 5 epochs. From +cosine on the schedule is cosine.
-- EMA (+ema) averages the BatchNorm statistics too and is evaluated beside the raw weights. The TF
-  reference also sets BN momentum 0 under EMA (so BN statistics are the EMA of batch statistics);
-  here BN keeps momentum 0.9 unless you set model.kwargs.bn_momentum=0.0.
+  (TF1 `get_lr_schedule`); warmup stays 5 epochs. From +cosine on the schedule is cosine.
+- EMA (+ema) averages the BatchNorm statistics too and is evaluated beside the raw weights. The
+  same rung sets BN momentum 0, as the reference requires under EMA (`resnet_model_fn` raises
+  'Should not use exponential moving average and batch norm momentum'; every RS config has
+  `bn_momentum: 0`): the running statistics are the last batch's, so the EMA weights see the EMA of
+  batch statistics and the raw weights the last batch's.
 - Stochastic depth is per stage (rate x stage / 5, TF `get_drop_connect_rate`); set
   model.kwargs.drop_path_rule=block for timm's linear-per-block rule.
+- Eval center-crops size / (size + 32) of the shorter side, bicubic (resnet_preprocessing.py
+  CROP_PADDING = 32): 0.833 at 160, 0.889 at 256, 0.909 at 320.
+- The float crop becomes uint8 for RandAugment by truncation, as in the reference.
 - RandAugment is the TF reference as it runs (16 ops, magnitude not clipped at 10, so M=15 rotates
   up to 45 deg). The reference draws p ~ U(0.2, 0.8) per op but never uses it: every chosen op is
   applied. dataset.randaugment_mode=tf_prob applies p; =paper is the paper's 14-op version.
@@ -42,18 +62,20 @@ from jaxconv import models
 RUNGS = ('baseline', '+cosine', '+epochs', '+ema', '+label_smoothing', '+stochastic_depth',
          '+randaugment', '+dropout', '+weight_decay', '+se', '+resnet_d')
 
-# Each rung's one switch, as dotted config keys; {depth} is the ladder's depth.
+# Each rung's switch: the dotted config keys it sets; {depth} is the ladder's depth.
 SWITCHES = {
     '+cosine': {'optim.schedule': 'cosine'},
     '+epochs': {'train.epochs': 350.0},
-    '+ema': {'train.ema_decay': 0.9999},
+    # TF refuses EMA with BN momentum > 0, so BN statistics become EMAs of batch statistics.
+    '+ema': {'train.ema_decay': 0.9999, 'model.kwargs.bn_momentum': 0.0},
     '+label_smoothing': {'train.label_smoothing': 0.1},
     '+stochastic_depth': {'model.kwargs.drop_path_rate': 0.1},
     '+randaugment': {'dataset.randaugment_layers': 2},
     '+dropout': {'model.kwargs.dropout_rate': 0.25},
     '+weight_decay': {'optim.weight_decay': 4e-5},
     '+se': {'model.kwargs.se_ratio': 0.25},
-    '+resnet_d': {'model.name': 'resnet{depth}d'},
+    # ResNet-D's stem and shortcut, and ResNet-RS's strided conv in place of the stem max pool.
+    '+resnet_d': {'model.name': 'resnet{depth}d', 'model.kwargs.stem_pool': 'conv'},
 }
 
 # Table 1's top-1 (%) after each rung, for the ladder table's comparison columns.
@@ -65,6 +87,11 @@ PUBLISHED_TOP1 = {'baseline': 79.0, '+cosine': 79.3, '+epochs': 78.8, '+ema': 79
 # stochastic depth are the registry defaults of resnet_rs{depth}.
 RS_MAGNITUDE = {50: 10, 101: 15, 152: 15, 200: 15, 270: 15, 350: 15, 420: 15}
 
+# Images per BatchNorm group: the reference's per-core batch (see the module docstring).
+BN_GROUP_SIZE = 128
+# The reference's eval crop, image_size / (image_size + CROP_PADDING) of the shorter side.
+EVAL_CROP_PADDING = 32
+
 
 def _set(config: ml_collections.ConfigDict, dotted_key: str, value) -> None:
     *parents, key = dotted_key.split('.')
@@ -74,16 +101,22 @@ def _set(config: ml_collections.ConfigDict, dotted_key: str, value) -> None:
     node[key] = value
 
 
+def _set_image_size(config: ml_collections.ConfigDict, size: int) -> None:
+    config.dataset.image_size = size
+    config.dataset.eval_crop_fraction = size / (size + EVAL_CROP_PADDING)
+
+
 def _baseline(depth: int) -> ml_collections.ConfigDict:
     config = common.get_config()
     config.model.name = f'resnet{depth}'
-    # Declared here, inert at these values, so that each rung changes one of them (and a
+    # Declared here at the baseline's values so that each rung changes only its own keys (and a
     # scaling study can shrink or grow the whole ladder with the multipliers).
     config.model.kwargs = ml_collections.ConfigDict(dict(
         drop_path_rate=0.0, drop_path_rule='stage', dropout_rate=0.0, se_ratio=0.0,
+        stem_pool='max', bn_momentum=0.9, bn_group_size=BN_GROUP_SIZE,
         depth_multiplier=1.0, width_multiplier=1.0))
     common.set_dataset(config, 'imagenet2012')
-    config.dataset.image_size = 256
+    _set_image_size(config, 256)
     config.dataset.interpolation = 'bicubic'  # TF resnet_preprocessing resizes crops bicubically.
     config.dataset.randaugment_magnitude = 15.0
     config.dataset.randaugment_mode = 'tf'
@@ -97,9 +130,11 @@ def _baseline(depth: int) -> ml_collections.ConfigDict:
 
     config.optim.name = 'sgd'
     config.optim.momentum = 0.9
+    config.optim.nesterov = True  # TF1 resnet_main.py: MomentumOptimizer(use_nesterov=True).
     config.optim.base_lr = 0.1
     config.optim.lr_batch_base = 256
     config.optim.weight_decay = 1e-4
+    config.optim.weight_decay_mask = 'non_norm'  # TF decays biases too, never BatchNorm.
     config.optim.weight_decay_mode = 'l2'
     config.optim.warmup_epochs = 5.0
     config.optim.schedule = 'step'
@@ -112,9 +147,11 @@ def _published(depth: int) -> ml_collections.ConfigDict:
     """resnet_rs{depth} with its paper recipe: every ladder switch on, per-depth values."""
     config = ladder(depth, RUNGS[-1])
     config.model.name = f'resnet_rs{depth}'
-    # The registry's resnet_rs{depth} carries SE, ResNet-D, dropout and stochastic depth.
-    config.model.kwargs = ml_collections.ConfigDict()
-    config.dataset.image_size = models.create_model(config.model.name).default_image_size
+    # The registry's resnet_rs{depth} carries SE, ResNet-D, the stem conv, dropout and stochastic
+    # depth; the recipe adds BN momentum 0 (under EMA) and the per-core BN groups.
+    config.model.kwargs = ml_collections.ConfigDict(dict(bn_momentum=0.0,
+                                                         bn_group_size=BN_GROUP_SIZE))
+    _set_image_size(config, models.create_model(config.model.name).default_image_size)
     config.dataset.randaugment_magnitude = float(RS_MAGNITUDE[depth])
     return config
 

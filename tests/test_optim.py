@@ -86,6 +86,48 @@ def test_weight_decay_mask_is_exactly_the_conv_and_dense_kernels():
     assert sum(jax.tree.leaves(mask)) == 5 == len(jax.tree.leaves(params)) // 2
 
 
+class _ConvBiasBNDense(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3), use_bias=True, name='conv')(x)
+        x = nn.BatchNorm(use_running_average=not train, name='bn')(x)
+        x = nn.BatchNorm(use_running_average=not train, use_scale=False, name='bn_no_scale')(x)
+        return nn.Dense(3, name='head')(x.mean((1, 2)))
+
+
+def test_non_norm_mask_decays_everything_but_batchnorm_as_tf():
+    """TF: `weight_decay * add_n([l2_loss(v) for v in trainable_variables() if
+    'batch_normalization' not in v.name])` (resnet_main.py, efficientnet/main.py): conv and dense
+    biases are decayed, BatchNorm's gamma and beta (with or without gamma) are not."""
+    params = _ConvBiasBNDense().init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))['params']
+    mask = optim.weight_decay_mask(params, 'non_norm')
+    decayed = {jax.tree_util.keystr(path) for path, on in
+               jax.tree_util.tree_leaves_with_path(mask) if on}
+    assert decayed == {"['conv']['kernel']", "['conv']['bias']", "['head']['kernel']",
+                       "['head']['bias']"}
+    kernels_only = optim.weight_decay_mask(params, 'kernels')
+    assert sum(jax.tree.leaves(kernels_only)) == 2
+    with pytest.raises(ValueError, match="unknown optim.weight_decay_mask 'all'; valid: kernels"):
+        optim.weight_decay_mask(params, 'all')
+
+
+def test_non_norm_decay_step_by_hand(optim_config):
+    optim_config.weight_decay, optim_config.momentum, optim_config.warmup_epochs = 0.01, 0.0, 0
+    optim_config.schedule, optim_config.weight_decay_mask = 'constant', 'non_norm'
+    lr = optim.learning_rate_schedule(optim_config, global_batch_size=256, total_steps=10,
+                                      steps_per_epoch=1)
+    tx = optim.make_optimizer(optim_config, lr)
+    params = {'dense': {'kernel': jnp.array([1.0]), 'bias': jnp.array([0.5])},
+              'bn': {'scale': jnp.array([2.0]), 'bias': jnp.array([3.0])}}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # The gradient of wd * ||w||^2 / 2 is wd * w; lr 0.1.
+    np.testing.assert_allclose(updates['dense']['kernel'], [-0.1 * 0.01 * 1.0], rtol=1e-6)
+    np.testing.assert_allclose(updates['dense']['bias'], [-0.1 * 0.01 * 0.5], rtol=1e-6)
+    np.testing.assert_allclose(updates['bn']['scale'], [0.0])
+    np.testing.assert_allclose(updates['bn']['bias'], [0.0])
+
+
 def test_one_sgd_step_by_hand(optim_config):
     optim_config.weight_decay, optim_config.momentum, optim_config.warmup_epochs = 0.01, 0.9, 0
     optim_config.schedule = 'constant'
@@ -115,16 +157,36 @@ def _constant_lr(optim_config, lr=0.1):
                                         steps_per_epoch=1)
 
 
-def test_exponential_staircase_counts_from_the_end_of_warmup(optim_config):
-    # EfficientNet: 5 warmup epochs, then x0.97 every 2.4 epochs; 10 steps per epoch here.
+def test_exponential_staircase_counts_from_step_0_as_tf(optim_config):
+    """TF EfficientNet (efficientnet/utils.py `build_learning_rate`), evaluated by hand:
+
+    lr = peak * step / warmup_steps while step < warmup_steps, else
+    peak * 0.97 ** floor(step / decay_steps) with decay_steps = steps_per_epoch * 2.4 unrounded
+    (`tf.train.exponential_decay(initial_lr, global_step, ..., staircase=True)` counts from 0).
+    B0's numbers: batch 2048, 1,281,167 images, peak 0.016 * 2048 / 256 = 0.128.
+    """
     optim_config.schedule, optim_config.exp_decay_rate, optim_config.exp_decay_epochs = (
         'exponential', 0.97, 2.4)
-    lr = optim.learning_rate_schedule(optim_config, global_batch_size=256, total_steps=1000,
-                                      steps_per_epoch=10)
-    assert float(lr(50)) == pytest.approx(0.1)
-    assert float(lr(73)) == pytest.approx(0.1)  # 23 steps into the first 24-step stair.
-    assert float(lr(74)) == pytest.approx(0.097)
-    assert float(lr(50 + 24 * 10)) == pytest.approx(0.1 * 0.97 ** 10)
+    optim_config.base_lr = 0.016
+    steps_per_epoch = 1_281_167 / 2048  # 625.57; a stair is 1501.37 steps.
+    lr = optim.learning_rate_schedule(optim_config, global_batch_size=2048, total_steps=218_949,
+                                      steps_per_epoch=steps_per_epoch)
+    peak, warmup_steps = 0.128, round(5 * steps_per_epoch)
+
+    def tf_lr(step: int) -> float:
+        if step < warmup_steps:
+            return peak * step / warmup_steps
+        return peak * 0.97 ** math.floor(step / (steps_per_epoch * 2.4))
+
+    assert float(lr(warmup_steps - 1)) == pytest.approx(tf_lr(warmup_steps - 1))
+    # Warmup ends two stairs down: 5 / 2.4 epochs have passed, so peak * 0.97^2, not the peak.
+    assert float(lr(warmup_steps)) == pytest.approx(peak * 0.97 ** 2) == tf_lr(warmup_steps)
+    # 3 * 1501.37 = 4504.1: step 4504 is on the second stair, 4505 on the third (rounding the
+    # stair to 1501 steps would move it to 4503).
+    assert float(lr(4504)) == pytest.approx(peak * 0.97 ** 2) == tf_lr(4504)
+    assert float(lr(4505)) == pytest.approx(peak * 0.97 ** 3) == tf_lr(4505)
+    for step in (10_000, 100_000, 218_948):
+        assert float(lr(step)) == pytest.approx(tf_lr(step), rel=1e-5), step
 
 
 def test_tf_rmsprop_two_steps_by_hand(optim_config):

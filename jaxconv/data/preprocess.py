@@ -10,7 +10,8 @@ Two styles, picked by `dataset.preprocess`:
   aspect ratio in `aspect_ratio_range`, decoding only that window of the JPEG, resizes it to
   `image_size` and flips; eval center-crops `eval_crop_fraction` of the shorter side and resizes it.
 
-Either style can add RandAugment (`randaugment.py`) to the training crop (`randaugment_layers`).
+Either style can add RandAugment (`randaugment.py`, `randaugment_layers`) or AutoAugment
+(`autoaugment.py`, `autoaugment`) to the training crop.
 
 Every random op is stateless and takes an explicit seed, so an example's augmentation is a function
 of (config seed, its position in the stream) and a resumed run sees the same pixels.
@@ -19,7 +20,7 @@ of (config seed, its position in the stream) and a resumed run sees the same pix
 import ml_collections
 import tensorflow as tf
 
-from jaxconv.data import randaugment
+from jaxconv.data import autoaugment, randaugment
 
 # Inception crop: a sampled box must cover at least this fraction of the (absent) object box, which
 # is the whole image. 0.1 and 10 attempts are the TF reference's values.
@@ -86,9 +87,9 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.Con
                 channels: int) -> tf.Tensor:
     """One augmented training image, float32 0..255, image_size x image_size x channels.
 
-    Crop (and resize), flip, then RandAugment on the uint8 crop when `randaugment_layers` > 0.
+    Crop (and resize), flip, then RandAugment or AutoAugment of the crop when configured.
     """
-    crop_seed, flip_seed, randaugment_seed = tf.unstack(
+    crop_seed, flip_seed, augment_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=3))
     size = cfg.image_size
     if cfg.preprocess == 'small':
@@ -103,13 +104,37 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.Con
         raise ValueError(f'unknown dataset.preprocess {cfg.preprocess!r}; valid: small, imagenet')
     if cfg.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    if cfg.randaugment_layers > 0:
+    return augment(image, augment_seed, cfg)
+
+
+def to_uint8(image: tf.Tensor, *, truncate: bool) -> tf.Tensor:
+    """A float 0..255 image as uint8, truncated (TF's cast) or rounded to the nearest level."""
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.cast(image if truncate else tf.round(image), tf.uint8)
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.ConfigDict) -> tf.Tensor:
+    """RandAugment or AutoAugment of the float crop, as configured; the crop itself with neither.
+
+    The ops take uint8. The TF reference gets it by clipping and casting, which truncates
+    (resnet_preprocessing.py and efficientnet/preprocessing.py `preprocess_for_train`), and so do
+    AutoAugment and RandAugment's tf modes here; RandAugment's paper mode rounds to the nearest
+    level, as a PIL pipeline does when it resizes in uint8.
+    """
+    if cfg.autoaugment and cfg.randaugment_layers > 0:
+        raise ValueError(f'dataset.autoaugment={cfg.autoaugment!r} and dataset.randaugment_layers='
+                         f'{cfg.randaugment_layers} are alternatives (TF picks one augment_name): '
+                         "set dataset.autoaugment='' or dataset.randaugment_layers=0")
+    if cfg.autoaugment:
+        image = autoaugment.autoaugment(to_uint8(image, truncate=True), seed, cfg.autoaugment)
+    elif cfg.randaugment_layers > 0:
         image = randaugment.randaugment(
-            tf.cast(tf.round(image), tf.uint8), randaugment_seed,
+            to_uint8(image, truncate=cfg.randaugment_mode != 'paper'), seed,
             num_layers=cfg.randaugment_layers, magnitude=cfg.randaugment_magnitude,
             mode=cfg.randaugment_mode)
-        image = tf.cast(image, tf.float32)
-    return image
+    else:
+        return image
+    return tf.cast(image, tf.float32)
 
 
 def eval_image(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, channels: int) -> tf.Tensor:

@@ -51,8 +51,6 @@ from typing import NamedTuple
 import tensorflow as tf
 
 _MAX_LEVEL = 10.0  # The level at which each op reaches its "full" argument.
-_TRANSLATE_CONST = 100  # Pixels of translation at level 10 (reference RandAugment hparams).
-_CUTOUT_CONST = 40  # Half the cutout square's side at level 10.
 _FILL = 128  # Grey for pixels that geometric ops and cutout leave empty.
 _PROB_RANGE = (0.2, 0.8)  # Per-op probability range drawn by the reference.
 # Pillow's ImageFilter.SMOOTH, the blur that Sharpness extrapolates away from.
@@ -60,6 +58,17 @@ _SMOOTH_KERNEL = ((1.0, 1.0, 1.0), (1.0, 5.0, 1.0), (1.0, 1.0, 1.0))
 _SMOOTH_SCALE = 13.0
 
 Op = Callable[..., tf.Tensor]
+
+
+class OpConstants(NamedTuple):
+    """The sizes at level 10 that the reference sets per policy (its `augmentation_hparams`)."""
+
+    translate: float  # Pixels of translation.
+    cutout: int  # Half the cutout square's side, in pixels.
+
+
+# distort_image_with_randaugment's hparams; AutoAugment's differ (autoaugment.py).
+RANDAUGMENT_CONSTANTS = OpConstants(translate=100.0, cutout=40)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,8 +298,6 @@ _LEVEL_TO_ARGS: dict[str, Callable[[float], tuple]] = {
     'Rotate': lambda level: ((level / _MAX_LEVEL) * 30.0,),
     'ShearX': lambda level: ((level / _MAX_LEVEL) * 0.3,),
     'ShearY': lambda level: ((level / _MAX_LEVEL) * 0.3,),
-    'TranslateX': lambda level: ((level / _MAX_LEVEL) * float(_TRANSLATE_CONST),),
-    'TranslateY': lambda level: ((level / _MAX_LEVEL) * float(_TRANSLATE_CONST),),
     'Color': lambda level: ((level / _MAX_LEVEL) * 1.8 + 0.1,),
     'Contrast': lambda level: ((level / _MAX_LEVEL) * 1.8 + 0.1,),
     'Brightness': lambda level: ((level / _MAX_LEVEL) * 1.8 + 0.1,),
@@ -298,7 +305,6 @@ _LEVEL_TO_ARGS: dict[str, Callable[[float], tuple]] = {
     'Posterize': _posterize_bits,
     'Solarize': _solarize_threshold,
     'SolarizeAdd': lambda level: (int((level / _MAX_LEVEL) * 110),),
-    'Cutout': lambda level: (int((level / _MAX_LEVEL) * _CUTOUT_CONST),),
 }
 
 
@@ -307,15 +313,18 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f'unknown RandAugment mode {mode!r}; valid modes: {", ".join(MODES)}')
 
 
-def _check_image(image: tf.Tensor) -> tf.Tensor:
+def check_image(image: tf.Tensor) -> tf.Tensor:
+    """`image` as a tensor, checked to be what the ops take; the error names the fix."""
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8 or image.shape.rank != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError('RandAugment takes a uint8 H x W x C image with a static C of 1 or 3; got '
-                         f'{image.dtype.name} {image.shape} (cast to uint8 before augmenting)')
+        raise ValueError('RandAugment and AutoAugment take a uint8 H x W x C image with a static C '
+                         f'of 1 or 3; got {image.dtype.name} {image.shape} (cast to uint8 before '
+                         'augmenting)')
     return image
 
 
-def level_to_args(name: str, magnitude: float, mode: str = 'tf') -> tuple:
+def level_to_args(name: str, magnitude: float, mode: str = 'tf',
+                  constants: OpConstants = RANDAUGMENT_CONSTANTS) -> tuple:
     """The op's positive arguments at `magnitude` (paper mode clips the level to [0, 10])."""
     _check_mode(mode)
     if name not in OPS[mode]:
@@ -323,14 +332,21 @@ def level_to_args(name: str, magnitude: float, mode: str = 'tf') -> tuple:
     if magnitude < 0:
         raise ValueError(f'RandAugment magnitude must be >= 0, got {magnitude}')
     level = min(float(magnitude), _MAX_LEVEL) if mode == 'paper' else float(magnitude)
+    if name in ('TranslateX', 'TranslateY'):
+        return ((level / _MAX_LEVEL) * float(constants.translate),)
+    if name == 'Cutout':
+        return (int((level / _MAX_LEVEL) * constants.cutout),)
     return _LEVEL_TO_ARGS[name](level) if name in _LEVEL_TO_ARGS else ()
 
 
-def apply_op(name: str, image: tf.Tensor, magnitude: float, seed: tf.Tensor,
-             mode: str = 'tf') -> tf.Tensor:
-    """One op at `magnitude` as RandAugment applies it: random sign, random cutout centre."""
-    image = _check_image(image)
-    args = level_to_args(name, magnitude, mode)
+def apply_op(name: str, image: tf.Tensor, magnitude: float, seed: tf.Tensor, mode: str = 'tf',
+             constants: OpConstants = RANDAUGMENT_CONSTANTS) -> tf.Tensor:
+    """One op at `magnitude` as RandAugment applies it: random sign, random cutout centre.
+
+    AutoAugment applies its ops the same way, at its own `constants`.
+    """
+    image = check_image(image)
+    args = level_to_args(name, magnitude, mode, constants)
     sign_seed, row_seed, col_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     if name in SIGNED_OPS:
         negate = tf.random.stateless_uniform([], sign_seed) < 0.5
@@ -388,7 +404,7 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int, magnitude
       The augmented uint8 image, same shape.
     """
     _check_mode(mode)
-    image = _check_image(image)
+    image = check_image(image)
     if num_layers <= 0:
         return image
     level_to_args(next(iter(OPS[mode])), magnitude, mode)  # Validates magnitude once, eagerly.

@@ -255,7 +255,7 @@ class DropPath(nn.Module):
         return jnp.where(keep_mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
-DROP_PATH_RULES = ('block', 'stage')
+DROP_PATH_RULES = ('block', 'stage', 'tf_block')
 
 
 def drop_path_rates(stage_depths: Sequence[int], rate: float,
@@ -267,12 +267,17 @@ def drop_path_rates(stage_depths: Sequence[int], rate: float,
     'stage': `rate * stage / 5` with the stem as stage 1 and the residual stages numbered 2..5,
     constant within a stage (TF ResNet-RS `get_drop_connect_rate`); for S stages the divisor is
     S + 1, so the last stage always gets the full rate.
+    'tf_block': `rate * i / N` for the 0-based global block index i of N blocks, so the last
+    block stops one step short of `rate` (TF EfficientNet, efficientnet_model.py `Model.call`:
+    `survival_prob = 1 - drop_rate * idx / len(self._blocks)`).
     """
-    if rule == 'block':
-        last = sum(stage_depths) - 1
+    if rule in ('block', 'tf_block'):
+        total = sum(stage_depths)
+        divisor = total - 1 if rule == 'block' else total
         rates, index = [], 0
         for depth in stage_depths:
-            rates.append([rate * (index + j) / last if last else rate for j in range(depth)])
+            rates.append([rate * (index + j) / divisor if divisor else rate
+                          for j in range(depth)])
             index += depth
         return rates
     if rule == 'stage':

@@ -9,12 +9,14 @@ exponentially in a staircase (EfficientNet: x0.97 every 2.4 epochs).
 Weight decay (`weight_decay_mode`) is either the classic coupled L2 penalty `wd/2 * ||w||^2`, added
 to the gradient before the optimizer as in the TF and torchvision references, or decoupled
 (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"): `lr * wd * w` subtracted after
-the optimizer's preconditioning. Either way it covers conv and dense kernels only: BatchNorm
-scales and offsets and all biases are never decayed.
+the optimizer's preconditioning. `weight_decay_mask` picks what it covers: conv and dense kernels
+only ('kernels', the timm habit), or every parameter except the normalisation layers' scales and
+offsets ('non_norm', the TF references' rule, which decays biases too).
 """
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -25,6 +27,7 @@ import optax
 SCHEDULES = ('cosine', 'step', 'exponential', 'constant')
 OPTIMIZERS = ('sgd', 'rmsprop_tf', 'adamw', 'lars')
 WEIGHT_DECAY_MODES = ('l2', 'decoupled')
+WEIGHT_DECAY_MASKS = ('kernels', 'non_norm')
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -58,10 +61,16 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, *, global_batch_size:
         decay = optax.piecewise_constant_schedule(
             peak, {boundary: cfg.step_factor for boundary in boundaries})
     elif cfg.schedule == 'exponential':
-        # Counted from the end of warmup, as the TF EfficientNet reference's staircase is.
-        decay = optax.exponential_decay(
-            peak, transition_steps=max(1, round(cfg.exp_decay_epochs * steps_per_epoch)),
-            decay_rate=cfg.exp_decay_rate, staircase=True)
+        # TF EfficientNet (efficientnet/utils.py `build_learning_rate`) evaluates
+        # `exponential_decay(global_step, ...)` from step 0 and the warmup only overrides its first
+        # steps, so the LR falls to peak * rate^floor(warmup / decay_steps) the moment warmup
+        # ends. decay_steps stays fractional, as TF's steps_per_epoch * decay_epochs is.
+        # join_schedules hands this schedule the steps since warmup; add them back.
+        decay_steps = cfg.exp_decay_epochs * steps_per_epoch
+        rate = cfg.exp_decay_rate
+
+        def decay(count):
+            return peak * rate ** jnp.floor((count + warmup_steps) / decay_steps)
     else:
         decay = optax.constant_schedule(peak)
     if warmup_steps == 0:
@@ -70,12 +79,42 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, *, global_batch_size:
     return optax.join_schedules([warmup, decay], boundaries=[warmup_steps])
 
 
-def weight_decay_mask(params) -> dict:
-    """True for conv and dense kernels (leaves named `kernel`); False for BN and biases."""
-    def is_kernel(path, _) -> bool:
-        return getattr(path[-1], 'key', None) == 'kernel'
+def _norm_layer_paths(params) -> set[tuple[str, ...]]:
+    """Paths of the modules whose parameters are only `scale` and/or `bias`: normalisation layers.
 
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
+    Recognised by structure, not by name: a conv or dense layer always has a `kernel`.
+    """
+    paths = set()
+
+    def visit(node, path: tuple[str, ...]) -> None:
+        if not isinstance(node, Mapping):
+            return
+        if node and all(key in ('scale', 'bias') and not isinstance(value, Mapping)
+                        for key, value in node.items()):
+            paths.add(path)
+        for key, value in node.items():
+            visit(value, (*path, str(key)))
+
+    visit(params, ())
+    return paths
+
+
+def weight_decay_mask(params, rule: str = 'kernels') -> dict:
+    """True where weight decay applies, by `optim.weight_decay_mask` rule.
+
+    'kernels': conv and dense kernels (leaves named `kernel`); no BatchNorm, no biases.
+    'non_norm': every parameter except normalisation layers' scales and offsets, biases included:
+    TF's `weight_decay * sum(l2_loss(v))` over the trainable variables whose name lacks
+    'batch_normalization' (tensorflow/tpu resnet_main.py and efficientnet/main.py `model_fn`).
+    """
+    _check_choice('optim.weight_decay_mask', rule, WEIGHT_DECAY_MASKS)
+    if rule == 'kernels':
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+    norm_layers = _norm_layer_paths(params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: tuple(str(getattr(e, 'key', e)) for e in path[:-1]) not in norm_layers,
+        params)
 
 
 def _param_name(path) -> str:
@@ -134,15 +173,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict,
     if decoupled and cfg.name in ('rmsprop_tf', 'lars'):
         raise ValueError(f'optim.weight_decay_mode=decoupled is not defined for {cfg.name}; '
                          'use weight_decay_mode=l2 (its reference) or optim.name=adamw/sgd')
-    decay = optax.add_decayed_weights(cfg.weight_decay, mask=weight_decay_mask)
+    _check_choice('optim.weight_decay_mask', cfg.weight_decay_mask, WEIGHT_DECAY_MASKS)
+    mask = functools.partial(weight_decay_mask, rule=cfg.weight_decay_mask)
+    decay = optax.add_decayed_weights(cfg.weight_decay, mask=mask)
     chain = []
     if cfg.grad_clip_norm > 0:
         chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     if cfg.name == 'lars':
-        # LARS (You et al. 2017) decays and scales by the trust ratio inside its own update;
-        # BatchNorm and biases are excluded from both, as in the MLPerf ResNet reference.
+        # LARS (You et al. 2017) decays (by weight_decay_mask) and scales by the trust ratio
+        # inside its own update; the trust ratio skips BatchNorm and biases, as in the MLPerf
+        # ResNet reference.
         chain.append(optax.lars(schedule, weight_decay=cfg.weight_decay,
-                                weight_decay_mask=weight_decay_mask,
+                                weight_decay_mask=mask,
                                 trust_coefficient=cfg.lars_trust_coefficient,
                                 trust_ratio_mask=weight_decay_mask, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov))
