@@ -145,13 +145,14 @@ class Cell(nn.Module):
     """A NASNet-A normal or reduction cell (Fig. 4) on the states `x` (h_i) and `prev` (h_{i-1}).
 
     `prev=None` is the first stem cell, which takes the stem conv's output as is. Each op other
-    than the identity goes through `drop_path` (this cell's rate).
+    than the identity goes through `drop_path` at this cell's `drop_path_rate`.
     """
 
     features: int
     reduction: bool
     norm: ModuleDef
     drop_path: ModuleDef
+    drop_path_rate: float = 0.0
     zero_pad_max_pool: bool = True
     dtype: Any = jnp.float32
 
@@ -159,7 +160,7 @@ class Cell(nn.Module):
     def __call__(self, x: jax.Array, prev: jax.Array | None) -> jax.Array:
         prev = self.adjust(x, prev)
         h = ConvBN(self.features, 1, self.norm, dtype=self.dtype, name='conv_1x1')(x)
-        drop = self.drop_path
+        drop = self.drop_path(self.drop_path_rate, name='drop_path')  # A new draw per call.
         stride = 2 if self.reduction else 1
 
         def branch(y, kernel, name, strides=stride):
@@ -261,11 +262,11 @@ class NASNet(BatchNormKnobs, StochasticDepthKnobs):
         x = ConvBN(self.stem_filters, 3, norm, strides=2, padding='VALID', pre_activation=False,
                    dtype=self.dtype, name='conv0')(x.astype(self.dtype))
         prev = None
+        drop_path = functools.partial(DropPath, deterministic=not train)
         aux_cell = f'cell_{2 * self.num_cells - 1}'
         for (features, reduction, name), rate in zip(plan, rates, strict=True):
-            drop = DropPath(rate, deterministic=not train)
-            out = Cell(features, reduction, norm, drop, self.zero_pad_max_pool, self.dtype,
-                       name=name)(x, prev)
+            out = Cell(features, reduction, norm, drop_path, rate, self.zero_pad_max_pool,
+                       self.dtype, name=name)(x, prev)
             # After a reduction, h_{i-1} stays the state before the last normal cell when
             # skipping (Large); the stem cells always pass their input on.
             if not (self.skip_reduction and name.startswith('reduction_cell')):

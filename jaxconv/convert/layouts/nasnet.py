@@ -7,6 +7,8 @@ block id (`0`..`N-1`, `reduce_N`, `N+1`..`2N`, `reduce_2N`, `2N+1`..`3N`; stem c
 SeparableConv2D holds both the depthwise and the pointwise kernel.
 """
 
+from collections.abc import Callable
+
 from jaxconv.convert.core import SourceModule
 from jaxconv.convert.layouts import Layout, register_layout
 
@@ -37,7 +39,8 @@ def _keras_block(cell: str, num_cells: int) -> tuple[str, str]:
     return 'normal', str(index if index < num_cells else index + 1)
 
 
-def _keras_module(num_cells: int):
+def keras_source_module(num_cells: int) -> Callable[[str], SourceModule]:
+    """The Keras layout of a NASNet with `num_cells` normal cells per stack."""
     def source_module(path: str) -> SourceModule:
         if path.startswith('conv0/'):
             return {'conv0/conv': 'stem_conv1', 'conv0/bn': 'stem_bn1'}[path]
@@ -64,5 +67,5 @@ def _keras_module(num_cells: int):
 
 
 register_layout(Layout('timm', 'nasnetalarge', 'nasnetalarge', _timm_module))
-register_layout(Layout('keras', 'NASNetMobile', 'keras_nasnetmobile', _keras_module(4)))
-register_layout(Layout('keras', 'NASNetLarge', 'keras_nasnetlarge', _keras_module(6)))
+register_layout(Layout('keras', 'NASNetMobile', 'keras_nasnetmobile', keras_source_module(4)))
+register_layout(Layout('keras', 'NASNetLarge', 'keras_nasnetlarge', keras_source_module(6)))
