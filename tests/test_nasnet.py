@@ -43,7 +43,7 @@ def test_timm_and_keras_large_differ_only_in_pool_padding():
 
 def test_multiply_adds():
     mobile = count_macs(create_model('nasnetamobile'), 224)
-    assert round(mobile / 1e6) == 564  # Zoph et al. 2018, Table 2: 564M mult-adds.
+    assert round(mobile / 1e6) == 564  # Zoph et al. 2018: 564M mult-adds for 4 @ 1056.
     # timm nasnetalarge at 331 under torch's FlopCounterMode (params.md); the paper's 23.8B.
     assert count_macs(create_model('nasnetalarge'), 331) == 23_783_414_658
 
@@ -107,13 +107,15 @@ def test_scheduled_drop_path_rates_grow_with_the_cell():
     assert drops == {c: 9 if 'stem' in c or 'reduction' in c else 8 for c in order}
 
 
-def test_train_and_eval_forward_with_aux_head():
-    # Drop path is left out: its 70 random draws would triple the compile time (see above for
-    # its schedule; DropPath itself is tested with the residual families).
+def test_train_forward_with_aux_head():
+    """Train mode: dropout, BN statistics, the aux head. (Eval mode runs in the parity tests.)
+    Drop path is left out: its 70 random draws would triple the compile time; its schedule is
+    tested above and DropPath itself with the residual families."""
     model = create_model('nasnetalarge', **TINY, drop_path_rate=0.0, aux_logits=True)
     size = 67  # The aux head's 5x5 pool needs 5x5 maps at 1/16.
     variables = numpy_variables(model, size)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, size, size, 3)), jnp.float32)
+
     def train_step(v, x, rngs):
         return model.apply(v, x, train=True, rngs=rngs, mutable=['batch_stats', 'intermediates'])
 
@@ -127,9 +129,6 @@ def test_train_and_eval_forward_with_aux_head():
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), variables['batch_stats'],
                          state['batch_stats'])
     assert all(jax.tree_util.tree_leaves(moved))
-    evaluate = compile_cheaply(lambda v, x: model.apply(v, x, train=False), variables, x)
-    once, twice = evaluate(variables, x), evaluate(variables, x)
-    assert once.shape == (2, 10) and np.array_equal(once, twice)
 
 
 def test_report_rows_account_for_every_parameter():

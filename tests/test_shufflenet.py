@@ -79,12 +79,11 @@ def test_v2_logits_match_torchvision(name):
     assert torch_parity('torchvision', name, resolution=64) <= 1e-4
 
 
-@pytest.mark.parametrize('name,overrides', [
-    ('shufflenet_v1_g8_x0_25', dict(drop_path_rate=0.2, dropout_rate=0.2)),
-    ('shufflenet_v2_x0_5', dict(dropout_rate=0.2)),
-])
-def test_train_and_eval_forward(name, overrides):
-    model = create_model(name, num_classes=10, **overrides)
+@pytest.mark.parametrize('name', ['shufflenet_v1_g8_x0_25', 'shufflenet_v2_x0_5'])
+def test_train_and_eval_forward(name):
+    # Dropout, not drop path: drop path's random draws would double the compile time (its rates
+    # are tested below, DropPath itself with the residual families).
+    model = create_model(name, num_classes=10, dropout_rate=0.2)
     variables = numpy_variables(model, 32)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 32, 32, 3)), jnp.float32)
     def train_step(v, x, rngs):

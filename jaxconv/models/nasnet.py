@@ -1,5 +1,5 @@
 """NASNet-A (Zoph et al. 2018, "Learning Transferable Architectures for Scalable Image
-Recognition", Fig. 2 and 4, Sec. 4 and A.1), the Mobile (4 @ 1056) and Large (6 @ 4032) ImageNet
+Recognition", Fig. 2 and 4), the Mobile (4 @ 1056) and Large (6 @ 4032) ImageNet
 networks, as released in TF-slim (`nets/nasnet`) and ported to Keras and timm.
 
 Network (Fig. 2, ImageNet column): a 3x3/2 VALID conv + BN, two reduction cells as the stem
@@ -25,9 +25,9 @@ that is not in the image and the average counts the padded zeros; timm pads the 
 Keras (True) or timm (False). (TF-slim's own average pool leaves the padding out of the count;
 no library copies that.)
 
-ScheduledDropPath (Sec. A.1; TF-slim `_apply_drop_path`): each operation of a block other than
-the identity is dropped per example with a rate that grows linearly with the cell's position,
-rate x (cell number + 1) / number of cells, the stem cells and reduction cells counted. The
+ScheduledDropPath (the paper's regulariser; TF-slim `_apply_drop_path`): each operation of a
+block other than the identity is dropped per example with a rate that grows linearly with the
+cell's position, rate x (cell number + 1) / number of cells, stem and reduction cells counted. The
 paper also ramps the rate linearly over training; the step is not an input of the model, so that
 ramp is not here (the rate is the full one from the first step).
 
@@ -38,7 +38,7 @@ The TF-slim auxiliary head (on the last cell of the second stack, weight 0.4) is
 
 Parameters at 1000 classes: Mobile 5,289,978 (Keras' trainable count; 5,326,716 with the BN
 moving statistics Keras also counts), Large 88,753,150 (timm; Keras 88,949,818 with the BN
-statistics). Multiply-adds: Mobile 564M at 224 (paper Table 2), Large 23.8B at 331 (Table 2).
+statistics). Multiply-adds (the paper's ImageNet tables): Mobile 564M at 224, Large 23.8B at 331.
 Names follow timm (`conv0`, `cell_stem_0`, `cell_{i}`, `reduction_cell_{i}`, `comb_iter_{k}_left`,
 `separable_1/depthwise_conv2d`, `last_linear`, ...).
 """
@@ -187,8 +187,9 @@ class Cell(nn.Module):
         if prev is None:
             return x
         if prev.shape[1] != x.shape[1]:
-            # Factorised reduction (Sec. A.1): 1x1 convs on the even grid and on the grid shifted
-            # by one pixel (zero-padded at the far edge), half the filters each.
+            # Factorised reduction (TF-slim `factorized_reduction`): 1x1 convs on the even grid
+            # and on the grid shifted by one pixel (zero-padded at the far edge), half the
+            # filters each.
             prev = nn.relu(prev)
             conv = functools.partial(nn.Conv, self.features // 2, (1, 1), use_bias=False,
                                      kernel_init=conv_init, dtype=self.dtype)
