@@ -244,7 +244,7 @@ class NASNet(BatchNormKnobs, StochasticDepthKnobs):
             raise ValueError(f'{self.variant}: penultimate_filters={self.penultimate_filters} '
                              'must be a multiple of 24 (six states of filters x 4 channels)')
         check_min_input(self.variant, x, 32)  # Keras' minimum: 32 -> 15 -> 8 -> 4 -> 2 -> 1.
-        if self.aux_logits and train:  # The aux head's 5x5 pool needs 5x5 maps: 67 -> 33 -> 5.
+        if self.aux_logits and train:  # Its 5x5 pool needs 5x5 maps: 67 -> 33 -> 17 -> 9 -> 5.
             check_min_input(f'{self.variant} with its aux head (training)', x, 67)
         norm = self.norm_layer(train)
         filters = self.penultimate_filters // 24
