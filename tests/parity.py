@@ -6,12 +6,14 @@ the libraries' initial values (scale 1 or 0, mean 0, var 1) a wrong mapping of B
 zero-initialised residual branch, would go unnoticed.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxconv import models
-from jaxconv.convert import get_layout, transplant
+from jaxconv.convert import Layout, get_layout, transplant
 from jaxconv.convert.core import torch_state
 from jaxconv.torch_support import import_torch
 
@@ -21,6 +23,19 @@ NUM_CLASSES = 10
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected|: the parity measure, 1e-4 in float32."""
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def compile_cheaply(function, *args):
+    """`jax.jit(function)` compiled for `args` at XLA's cheap optimisation level: compiling a
+    cell-based network (NASNet's thousands of ops) costs more than running it at test sizes."""
+    return jax.jit(function).lower(*args).compile(compiler_options={
+        'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True})
+
+
+def eval_logits(model, variables, images: np.ndarray) -> np.ndarray:
+    """jaxconv's eval-mode logits, compiled once, cheaply."""
+    forward = compile_cheaply(lambda v, x: model.apply(v, x, train=False), variables, images)
+    return np.asarray(forward(variables, images))
 
 
 def torch_reference(library: str, reference: str, seed: int = 0, **kwargs):
@@ -67,17 +82,16 @@ def torch_parity(library: str, reference: str, resolution: int = 64, batch: int 
     images = images.astype(np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
-    return relative_error(actual, expected)
+    return relative_error(eval_logits(model, variables, images), expected)
 
 
-def keras_reference(application: str, resolution: int, seed: int = 0, **kwargs):
-    """`keras.applications.<application>` with random weights, logits out, and randomised
-    BatchNorm state; input (resolution, resolution, 3)."""
+def keras_reference(application: str | Callable, resolution: int, seed: int = 0, **kwargs):
+    """`keras.applications.<application>` (or the builder `application`) with random weights,
+    logits out, and randomised BatchNorm state; input (resolution, resolution, 3)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    builder = getattr(keras.applications, application)
+    builder = application if callable(application) else getattr(keras.applications, application)
     model = builder(weights=None, input_shape=(resolution, resolution, 3),
                     classes=NUM_CLASSES, classifier_activation=None, **kwargs)
     rng = np.random.default_rng(seed + 1)
@@ -91,13 +105,15 @@ def keras_reference(application: str, resolution: int, seed: int = 0, **kwargs):
     return model
 
 
-def keras_parity(application: str, resolution: int, batch: int = 2,
-                 reference_kwargs: dict | None = None, **model_kwargs) -> float:
-    """Relative error of jaxconv's eval-mode logits against Keras', same weights."""
+def keras_parity(application: str | Callable, resolution: int, batch: int = 2,
+                 reference_kwargs: dict | None = None, layout: Layout | None = None,
+                 **model_kwargs) -> float:
+    """Relative error of jaxconv's eval-mode logits against Keras', same weights. A builder
+    in place of an application name comes with its `layout`."""
     from jaxconv.convert.core import keras_state
 
     reference = keras_reference(application, resolution, **(reference_kwargs or {}))
-    layout = get_layout('keras', application)
+    layout = layout or get_layout('keras', application)
     model = models.create_model(layout.model, num_classes=NUM_CLASSES,
                                 **{**layout.model_kwargs, **model_kwargs})
     image = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
@@ -107,5 +123,4 @@ def keras_parity(application: str, resolution: int, batch: int = 2,
     images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
     images = images.astype(np.float32)
     expected = np.asarray(reference(images, training=False))
-    actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
-    return relative_error(actual, expected)
+    return relative_error(eval_logits(model, variables, images), expected)

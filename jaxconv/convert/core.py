@@ -26,8 +26,11 @@ import numpy as np
 
 FRAMEWORKS = ('torch', 'keras')
 # What a module path maps to: the source module's name, None for "no source" (the module must
-# have no leaves), or (name, transform) where `transform` rewrites each converted array first.
-SourceModule = str | None | tuple[str, Callable[[str, np.ndarray], np.ndarray]]
+# have no leaves), (name, transform) where `transform` rewrites each converted array first, or
+# {jaxconv leaf: source key} where the source's leaf names are not the framework's usual ones
+# (Keras' SeparableConv2D holds 'depthwise_kernel' and 'pointwise_kernel' in one layer).
+SourceModule = (str | None | tuple[str, Callable[[str, np.ndarray], np.ndarray]]
+                | Mapping[str, str])
 
 _TORCH_LEAVES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
                  'var': 'running_var'}
@@ -114,10 +117,13 @@ def transplant(template: Mapping[str, Any], source: Mapping[str, np.ndarray],
         if mapped is None:
             problems.append((key, 'no source', f'the layout maps {module_path!r} to nothing'))
             continue
-        source_leaf = leaf_names[leaf]
-        if framework == 'keras' and leaf == 'bias' and _is_norm(modules[module_path]):
-            source_leaf = 'beta'
-        source_key = f'{mapped}{separator}{source_leaf}'
+        if isinstance(mapped, Mapping):
+            source_key = mapped.get(leaf, f'<no source for leaf {leaf!r}>')
+        else:
+            source_leaf = leaf_names[leaf]
+            if framework == 'keras' and leaf == 'bias' and _is_norm(modules[module_path]):
+                source_leaf = 'beta'
+            source_key = f'{mapped}{separator}{source_leaf}'
         if source_key not in source:
             problems.append((key, 'missing', f'no {source_key!r} in the source'))
             continue
@@ -145,5 +151,10 @@ def torch_state(module: Any) -> dict[str, np.ndarray]:
 
 
 def keras_state(model: Any) -> dict[str, np.ndarray]:
-    """A Keras model's weights keyed 'layer_name/variable_name', as numpy arrays."""
-    return {weight.path: np.asarray(weight.numpy()) for weight in model.weights}
+    """A Keras model's weights keyed 'layer_name/variable_name', as numpy arrays.
+
+    Layer names are unique in a Keras model; a weight's `path` also holds the name scopes the
+    layer was built under (NASNet's 'normal_A_block_0/block_1/...'), which say nothing more.
+    """
+    return {f'{layer.name}/{weight.name}': np.asarray(weight.numpy())
+            for layer in model.layers for weight in layer.weights}

@@ -15,7 +15,7 @@ from jaxconv.convert.core import SourceModule
 
 LIBRARIES = {'torchvision': 'torch', 'timm': 'torch', 'keras': 'keras'}
 _LAYOUTS: dict[tuple[str, str], 'Layout'] = {}
-_FAMILIES = ('resnet',)
+_FAMILIES = ('nasnet', 'resnet', 'shufflenet')
 
 
 @dataclasses.dataclass(frozen=True)
