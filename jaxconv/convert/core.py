@@ -14,6 +14,10 @@ the framework's and are translated here once:
 | BatchNorm `scale`      | `weight`                  | `gamma`                        |
 | `batch_stats` mean/var | `running_mean/_var`       | `moving_mean/_variance`        |
 
+Keras' SeparableConv2D holds both of its convolutions in one layer ('sep/depthwise_kernel',
+'sep/pointwise_kernel'); `keras_state` lists them as two modules, 'sep/depthwise/kernel' and
+'sep/pointwise/kernel', as PyTorch and jaxconv hold them.
+
 A mismatch (a leaf with no source, a source left unused, a shape that differs) raises
 `TransplantError` with a table of every offending key, never a bare traceback.
 """
@@ -145,5 +149,14 @@ def torch_state(module: Any) -> dict[str, np.ndarray]:
 
 
 def keras_state(model: Any) -> dict[str, np.ndarray]:
-    """A Keras model's weights keyed 'layer_name/variable_name', as numpy arrays."""
-    return {weight.path: np.asarray(weight.numpy()) for weight in model.weights}
+    """A Keras model's weights keyed 'layer_name/variable_name', as numpy arrays; a separable
+    conv's 'depthwise_kernel' and 'pointwise_kernel' become 'depthwise/kernel' and
+    'pointwise/kernel'."""
+    state = {}
+    for weight in model.weights:
+        key = weight.path
+        for part in ('depthwise', 'pointwise'):
+            if key.endswith(f'/{part}_kernel'):
+                key = key.removesuffix(f'{part}_kernel') + f'{part}/kernel'
+        state[key] = np.asarray(weight.numpy())
+    return state

@@ -15,7 +15,7 @@ from jaxconv.convert.core import SourceModule
 
 LIBRARIES = {'torchvision': 'torch', 'timm': 'torch', 'keras': 'keras'}
 _LAYOUTS: dict[tuple[str, str], 'Layout'] = {}
-_FAMILIES = ('resnet',)
+_FAMILIES = ('resnet', 'xception', 'inception_v4', 'inception_resnet')
 
 
 @dataclasses.dataclass(frozen=True)
