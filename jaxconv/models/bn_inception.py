@@ -5,8 +5,9 @@ GoogLeNet with BatchNorm after every convolution (no conv biases) and the append
 each 5x5 conv becomes two 3x3 convs ("double #3x3"), a third 28x28 module (3c), average or max
 pooling inside the modules as the table says, and no pooling layers between modules: 3c and 4e
 reduce the grid themselves with stride-2 convs and a max pool passed through. The first layer is
-a separable 7x7/2 conv with depth multiplier 8 (the appendix; `separable_stem=False` gives the
-plain 7x7 conv of later Caffe ports). No auxiliary heads and no dropout (Sec. 4.2.1 removes it).
+a separable 7x7/2 conv with depth multiplier 8 (the appendix; `separable_stem=False` gives a
+plain 7x7 conv, the first layer of the Caffe port less its bias). No auxiliary heads and no
+dropout (Sec. 4.2.1 removes it). 11,278,528 parameters at 1000 classes, counted from the table.
 
 Padding is TF's 'SAME' throughout, as in the authors' TensorFlow reimplementation (TF-slim
 `inception_v2`), so 224 -> 112 -> 56 -> 28 -> 14 -> 7 and any input size works. The filter

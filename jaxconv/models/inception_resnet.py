@@ -188,7 +188,8 @@ V2 = dict(
     linear_last_block=True,
     final_conv=1536,
 )
-# Sec. 3.2 / Fig. 15: dropout keep 0.8; TF-slim's BatchNorm epsilon 1e-3.
+# Fig. 15: dropout keep 0.8 (also the Keras layout's training default: its graph has none);
+# TF-slim's BatchNorm epsilon 1e-3.
 COMMON = dict(default_image_size=299, dropout_rate=0.2, bn_epsilon=1e-3)
 
 # Every registered name and the fields it sets (the one place a variant is defined).

@@ -8,11 +8,10 @@ the classifier. Every conv is conv-BN-ReLU without bias, BN epsilon 1e-3; convs 
 "V" are unpadded, the others keep the size.
 
 Layer for layer this is the released TF-slim model as ported by timm (`inception_v4`,
-42,679,816 parameters at 1000 classes), whose logits it reproduces under timm's weights. Where the
-figures and the release differ in the order of a factorised pair (Fig. 5's 1x7-then-7x1 tower is
-7x1-then-1x7 in the release, Fig. 6's 1x3-then-3x1 is 3x1-then-1x3), the release is followed;
-counts are the same either way. The release's auxiliary head (TF-slim only) is left out, as in the
-paper's Fig. 9 and timm.
+42,679,816 parameters at 1000 classes), whose logits it reproduces under timm's weights. The order
+of each factorised pair is the release's (Inception-B's five-conv tower starts with 7x1,
+Inception-C's with 3x1), which parameter and multiply-add counts cannot tell from the reverse.
+The release's auxiliary head (TF-slim only) is left out, as in the paper's Fig. 9 and timm.
 
 Names follow TF-slim (Conv2d_1a_3x3 ... Mixed_3a, Mixed_5b ... Mixed_7d) at the top and timm
 inside the blocks (branch0, branch1_0, ...).

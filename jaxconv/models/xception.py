@@ -100,6 +100,7 @@ class Xception(BatchNormKnobs, StochasticDepthKnobs):
 
 
 # Every registered name and the fields it sets (the one place a variant is defined).
+# Keras' graph has no dropout layer; the paper's 0.5 stays the training default of both layouts.
 VARIANTS: dict[str, dict[str, Any]] = {
     'xception': dict(default_image_size=299, dropout_rate=0.5),
     'keras_xception': dict(default_image_size=299, dropout_rate=0.5, bn_epsilon=1e-3,
