@@ -72,7 +72,7 @@ class ReductionA(nn.Module):
     released TF-slim models (and timm) do: the convolutions first, the pool last."""
 
     k: int
-    l: int  # noqa: E741  (the paper's name)
+    l: int  # noqa: E741  (Table 1's name)
     m: int
     n: int
     conv: ModuleDef
