@@ -3,7 +3,11 @@ download), move its weights into the jaxconv model through `jaxconv.convert`, co
 
 Every BatchNorm of the reference gets random scale, offset and running statistics first: with
 the libraries' initial values (scale 1 or 0, mean 0, var 1) a wrong mapping of BN leaves, or a
-zero-initialised residual branch, would go unnoticed.
+zero-initialised residual branch, would go unnoticed. The parity functions then rescale each
+BatchNorm's running statistics to the size of its actual input on the test images
+(`calibrate_*_batch_norm`). Without that, random weights shrink the activations layer by layer
+until the BN offsets alone decide the logits: Xception with every max-pool window one pixel off
+(PyTorch's padding under Keras' weights, 75x75 input) matched Keras to 2e-7; calibrated, 5e-2.
 """
 
 from collections.abc import Callable
@@ -60,6 +64,41 @@ def torch_reference(library: str, reference: str, seed: int = 0, **kwargs):
     return module.eval()
 
 
+def calibrated_statistics(second_moment: np.ndarray,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Running (mean, variance) of a BN whose input channels have these mean squares on the test
+    images: the ranges of `torch_reference`, U(-0.2, 0.2) and U(0.5, 1.5), in units of the layer's
+    input scale s = sqrt(mean square over channels), so activations stay near unit size. Not the
+    channels' own mean and variance: over two images a deep channel's spread is the difference
+    of two close numbers, and dividing by it turns float32 rounding into chaos."""
+    scale = float(np.mean(second_moment))
+    mean = rng.uniform(-0.2, 0.2, second_moment.shape) * np.sqrt(scale)
+    variance = rng.uniform(0.5, 1.5, second_moment.shape) * scale
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def calibrate_torch_batch_norm(module, images, seed: int = 0) -> None:
+    """Sets every BatchNorm's running statistics from its input on `images` (NCHW; see
+    `calibrated_statistics`), layer by layer in one eval-mode pass."""
+    torch, _, _ = import_torch()
+    rng = np.random.default_rng(seed)
+
+    def use_input_statistics(layer, inputs):
+        x = inputs[0]
+        axes = [axis for axis in range(x.ndim) if axis != 1]
+        mean, var = calibrated_statistics(x.square().mean(axes).numpy(), rng)
+        layer.running_mean.copy_(torch.from_numpy(mean))
+        layer.running_var.copy_(torch.from_numpy(var))
+
+    hooks = [layer.register_forward_pre_hook(use_input_statistics) for layer in module.modules()
+             if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)
+             and layer.running_mean is not None]
+    with torch.no_grad():
+        module(images)
+    for hook in hooks:
+        hook.remove()
+
+
 def jaxconv_twin(library: str, reference: str, module, resolution: int, **model_kwargs):
     """(model, variables) of the jaxconv model holding `module`'s weights."""
     layout = get_layout(library, reference)
@@ -77,11 +116,13 @@ def torch_parity(library: str, reference: str, resolution: int = 64, batch: int 
     """Relative error of jaxconv's eval-mode logits against the reference's, same weights."""
     torch, _, _ = import_torch()
     module = torch_reference(library, reference, **(reference_kwargs or {}))
-    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
     images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
     images = images.astype(np.float32)
+    images_nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    calibrate_torch_batch_norm(module, images_nchw)
+    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
     with torch.no_grad():
-        expected = module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+        expected = module(images_nchw).numpy()
     return relative_error(eval_logits(model, variables, images), expected)
 
 
@@ -90,6 +131,9 @@ def keras_reference(application: str | Callable, resolution: int, seed: int = 0,
     logits out, and randomised BatchNorm state; input (resolution, resolution, 3)."""
     import keras
 
+    # Layers Keras does not name are numbered per session (conv2d, conv2d_1, ...): start from 0 so
+    # that the layouts can name them.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     builder = application if callable(application) else getattr(keras.applications, application)
     model = builder(weights=None, input_shape=(resolution, resolution, 3),
@@ -105,6 +149,28 @@ def keras_reference(application: str | Callable, resolution: int, seed: int = 0,
     return model
 
 
+def calibrate_keras_batch_norm(model, images: np.ndarray, seed: int = 0) -> None:
+    """Sets every BatchNorm's moving statistics from its input on `images` (see
+    `calibrated_statistics`): one training-mode pass with momentum 0 records each input's batch
+    moments (Keras keeps momentum * old + (1 - momentum) * batch)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+        batch_mean = np.asarray(layer.moving_mean.numpy())
+        batch_var = np.asarray(layer.moving_variance.numpy())
+        mean, var = calibrated_statistics(batch_var + batch_mean ** 2, rng)
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(var)
+
+
 def keras_parity(application: str | Callable, resolution: int, batch: int = 2,
                  reference_kwargs: dict | None = None, layout: Layout | None = None,
                  **model_kwargs) -> float:
@@ -113,6 +179,9 @@ def keras_parity(application: str | Callable, resolution: int, batch: int = 2,
     from jaxconv.convert.core import keras_state
 
     reference = keras_reference(application, resolution, **(reference_kwargs or {}))
+    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
+    images = images.astype(np.float32)
+    calibrate_keras_batch_norm(reference, images)
     layout = layout or get_layout('keras', application)
     model = models.create_model(layout.model, num_classes=NUM_CLASSES,
                                 **{**layout.model_kwargs, **model_kwargs})
@@ -120,7 +189,5 @@ def keras_parity(application: str | Callable, resolution: int, batch: int = 2,
     keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
     template = jax.eval_shape(lambda: model.init(keys, image, train=True))
     variables = transplant(template, keras_state(reference), layout.source_module, 'keras')
-    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
-    images = images.astype(np.float32)
     expected = np.asarray(reference(images, training=False))
     return relative_error(eval_logits(model, variables, images), expected)

@@ -14,6 +14,10 @@ the framework's and are translated here once:
 | BatchNorm `scale`      | `weight`                  | `gamma`                        |
 | `batch_stats` mean/var | `running_mean/_var`       | `moving_mean/_variance`        |
 
+Keras' SeparableConv2D holds both of its convolutions in one layer ('sep/depthwise_kernel',
+'sep/pointwise_kernel'); `keras_state` lists them as two modules, 'sep/depthwise/kernel' and
+'sep/pointwise/kernel', as PyTorch and jaxconv hold them.
+
 A mismatch (a leaf with no source, a source left unused, a shape that differs) raises
 `TransplantError` with a table of every offending key, never a bare traceback.
 """
@@ -154,7 +158,15 @@ def keras_state(model: Any) -> dict[str, np.ndarray]:
     """A Keras model's weights keyed 'layer_name/variable_name', as numpy arrays.
 
     Layer names are unique in a Keras model; a weight's `path` also holds the name scopes the
-    layer was built under (NASNet's 'normal_A_block_0/block_1/...'), which say nothing more.
+    layer was built under (NASNet's 'normal_A_block_0/block_1/...'), which say nothing more. A
+    separable conv's 'depthwise_kernel' and 'pointwise_kernel' become 'depthwise/kernel' and
+    'pointwise/kernel', the two convolutions jaxconv builds for it.
     """
-    return {f'{layer.name}/{weight.name}': np.asarray(weight.numpy())
-            for layer in model.layers for weight in layer.weights}
+    state = {}
+    for layer in model.layers:
+        for weight in layer.weights:
+            name = weight.name
+            if name in ('depthwise_kernel', 'pointwise_kernel'):  # Only SeparableConv2D's.
+                name = name.replace('_kernel', '/kernel')
+            state[f'{layer.name}/{name}'] = np.asarray(weight.numpy())
+    return state

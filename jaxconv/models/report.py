@@ -79,8 +79,8 @@ def layer_rows(model: nn.Module, resolution: int, channels: int = 3) -> tuple[li
     rows: list[Row] = []
     seen: set[tuple[str, ...]] = set()
     for stack, eqn in _equations(closed.jaxpr):
-        # The first entry is the top module's class name. A method other than __call__ (the
-        # base's `classify`) adds a 'Module.method' entry that owns no parameters: skip it.
+        # The first entry is the top module's class name; 'Class.method' entries mark calls of a
+        # module's other methods (the shared head, `ConvNet.classify`), not submodules.
         path = tuple(p for p in stack.split('/')[1:] if '.' not in p)
         name = '/'.join(path)
         under = f'{name}/' if name else ''  # Pools and LRNs are functions: named by their module.

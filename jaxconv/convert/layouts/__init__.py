@@ -15,7 +15,7 @@ from jaxconv.convert.core import SourceModule
 
 LIBRARIES = {'torchvision': 'torch', 'timm': 'torch', 'keras': 'keras'}
 _LAYOUTS: dict[tuple[str, str], 'Layout'] = {}
-_FAMILIES = ('nasnet', 'resnet', 'shufflenet')
+_FAMILIES = ('inception_resnet', 'inception_v4', 'nasnet', 'resnet', 'shufflenet', 'xception')
 
 
 @dataclasses.dataclass(frozen=True)

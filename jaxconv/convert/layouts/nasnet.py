@@ -60,8 +60,8 @@ def keras_source_module(num_cells: int) -> Callable[[str], SourceModule]:
         i = part[-1]
         if part.startswith('bn_sep_'):
             return f'separable_conv_{i}_bn_{name}'
-        kernel = {'depthwise_conv2d': 'depthwise_kernel', 'pointwise_conv2d': 'pointwise_kernel'}
-        return {'kernel': f'separable_conv_{i}_{name}/{kernel[leaf[0]]}'}
+        conv = {'depthwise_conv2d': 'depthwise', 'pointwise_conv2d': 'pointwise'}[leaf[0]]
+        return f'separable_conv_{i}_{name}/{conv}'
 
     return source_module
 
