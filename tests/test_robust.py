@@ -574,8 +574,9 @@ def test_any_model_field_can_be_set_from_the_command_line(digits_config):
 
 # ---- kill -9 and a dying W&B under the real command line ---------------------------------------
 
-def _cli(code: str, args: list[str], tmp_path, **env) -> subprocess.Popen:
-    """`python -m jaxconv.main ARGS` exactly (its __main__ block included), after `code`."""
+def _cli(code: str, args: list[str], tmp_path, **env) -> tuple[int, str]:
+    """(exit code, stderr) of `python -m jaxconv.main ARGS` exactly (its __main__ block
+    included), run after `code`; killed if it outlives the timeout."""
     # WANDB_SERVICE: a W&B process that this test process started must not be shared.
     environ = {k: v for k, v in os.environ.items()
                if k not in ('XLA_FLAGS', 'WANDB_MODE', 'WANDB_API_KEY', 'WANDB_SERVICE')}
@@ -585,8 +586,15 @@ def _cli(code: str, args: list[str], tmp_path, **env) -> subprocess.Popen:
         sys.argv = ['jaxconv.main', *{args!r}]
         runpy.run_module('jaxconv.main', run_name='__main__')
     ''')
-    return subprocess.Popen([sys.executable, '-c', program], cwd=REPO, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, '-c', program], cwd=REPO, env=environ,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    return process.returncode, stderr
 
 
 def _lenet_args(workdir, digits_dir, *extra) -> list[str]:
@@ -616,11 +624,10 @@ def test_the_cli_survives_its_wandb_process_dying(tmp_path, digits_dir):
         writer.MetricWriter.write = write
     ''')
     workdir = tmp_path / 'run'
-    process = _cli(kill_wandb, _lenet_args(workdir, digits_dir,
-                                           '--config.model.kwargs.activation=relu'),
-                   tmp_path, WANDB_MODE='offline')
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
+    returncode, stderr = _cli(kill_wandb, _lenet_args(workdir, digits_dir,
+                                                      '--config.model.kwargs.activation=relu'),
+                              tmp_path, WANDB_MODE='offline')
+    assert returncode == 0, stderr[-3000:]
     assert len([line for line in stderr.splitlines() if 'W&B failed' in line]) == 1, stderr
     assert 'Traceback' not in stderr
     records = writer.read_metrics(str(workdir))
@@ -656,10 +663,10 @@ def test_kill_9_mid_save_then_resume(tmp_path, digits_dir, trained, caplog):
             '--config.train.steps=20', '--config.train.log_every=5',
             '--config.train.eval_every=20', '--config.train.checkpoint_every=10',
             '--config.optim.warmup_epochs=0.2', '--config.wandb.mode=disabled']
-    process = _cli(die_mid_save, args, tmp_path)
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
-    assert lock.read_holder(str(workdir))['pid'] == process.pid  # Left behind by the dead.
+    returncode, stderr = _cli(die_mid_save, args, tmp_path)
+    assert returncode == -signal.SIGKILL, stderr[-3000:]
+    holder = lock.read_holder(str(workdir))  # Left behind by the dead process.
+    assert holder['host'] == socket.gethostname() and not lock.holder_is_alive(holder)
     with open(workdir / 'metrics.jsonl', 'a') as f:
         f.write('{"step": 21, "split": "tr')  # As a crash in the middle of a write leaves it.
 

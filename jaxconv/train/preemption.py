@@ -4,7 +4,9 @@ Each process catches the signal on its own, and a cluster's scheduler does not d
 hosts at the same step. If each stopped where it saw its signal, the hosts would enter Orbax's
 collective save at different steps and hang there. So every `every` steps all processes exchange
 their flags (one tiny all-gather) and all stop at the first exchange where any process was
-signalled: all save the same step and exit.
+signalled: all save the same step and exit. (JAX's own preemption sync point needs the
+coordination service's preemption notifier, which exists only after jax.distributed.initialize
+and takes over SIGTERM itself; this exchange behaves the same for one process and for many.)
 """
 
 import signal
