@@ -167,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Results -------------------------------------------------------------
     config.wandb = ml_collections.ConfigDict()
-    config.wandb.mode = 'online'  # online (falls back to offline without credentials) | offline | disabled.
+    config.wandb.mode = placeholder(str)  # None: $WANDB_MODE, else online | online (offline without credentials or network) | offline | disabled.
     config.wandb.project = 'jaxconv'  # W&B project.
     config.wandb.entity = ''  # W&B entity (team or user); empty: your default entity.
     config.wandb.name = ''  # Run name; empty: the workdir's base name.

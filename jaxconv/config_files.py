@@ -29,7 +29,15 @@ def load_module(path: str) -> types.ModuleType:
 def load(spec: str) -> ml_collections.ConfigDict:
     """Runs `get_config(ARG)` of the file in `spec` ('path.py' or 'path.py:ARG')."""
     path, _, arg = spec.partition(':')
-    return load_module(path).get_config(*([arg] if arg else []))
+    get_config = getattr(load_module(path), 'get_config', None)
+    if not callable(get_config):
+        raise ValueError(f'config file {path} has no get_config(arg) function; define one that '
+                         'returns an ml_collections.ConfigDict')
+    config = get_config(*([arg] if arg else []))
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f'get_config of {path} returned {type(config).__name__}, not an '
+                         'ml_collections.ConfigDict (is its return statement missing?)')
+    return config
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:

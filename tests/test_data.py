@@ -50,7 +50,7 @@ def test_train_batches_are_deterministic_for_a_seed(builder, dataset_config):
         np.testing.assert_array_equal(a['image'], b['image'])
         np.testing.assert_array_equal(a['label'], b['label'])
     assert not np.array_equal(first[0]['label'], other[0]['label'])
-    assert first[0]['image'].shape == (64, 32, 32, 1) and first[0]['image'].dtype == np.float32
+    assert first[0]['image'].shape == (64, 32, 32, 1) and first[0]['image'].dtype == np.uint8
 
 
 def test_resuming_at_a_step_gives_the_batches_an_uninterrupted_stream_gives(builder,

@@ -176,3 +176,44 @@ def test_mixing_off_inactive_or_unlucky_leaves_the_batch_alone():
                                       cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)[1])
                for s in range(40)]
     assert len(set(lambdas)) > 10
+
+
+def test_uint8_batches_are_normalised_on_device():
+    """The pipeline sends uint8; (x - mean) / std per channel, by hand, happens in the step."""
+    images = (np.arange(4 * 2 * 2 * 3) * 7 % 256).astype(np.uint8).reshape(4, 2, 2, 3)
+    mean, std = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+    by_hand = (images.astype(np.float64) - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(steps.normalize_images(jnp.asarray(images), mean, std), by_hand,
+                               rtol=1e-6)
+
+    model, tx = _TwoAuxHeads(), optax.sgd(0.1)
+    state = init_train_state(jax.random.key(0), model, tx, (2, 2, 3))
+    labels = jnp.array([0, 1, 2, 1])
+    zero = steps.zero_metrics(steps.TRAIN_METRICS)
+    common = dict(model=model, tx=tx, label_smoothing=0.0, aux_loss_weight=0.3)
+    from_uint8, sums_uint8 = steps.train_step(
+        state, zero, {'image': jnp.asarray(images), 'label': labels}, jax.random.key(1),
+        normalization=(mean, std), **common)
+    from_float, sums_float = steps.train_step(
+        state, zero, {'image': jnp.asarray(by_hand, jnp.float32), 'label': labels},
+        jax.random.key(1), **common)
+    np.testing.assert_allclose(sums_uint8['loss_sum'], sums_float['loss_sum'], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(from_uint8.params), jax.tree.leaves(from_float.params),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # float32 rounding of x - mean.
+    with pytest.raises(TypeError, match=r'uint8 images need normalization=\(mean, std\)'):
+        steps.train_step(state, zero, {'image': jnp.asarray(images), 'label': labels},
+                         jax.random.key(1), **common)
+
+
+def test_the_step_flags_weights_that_an_infinite_learning_rate_made_inf():
+    model, tx = _TwoAuxHeads(), optax.sgd(float('inf'))
+    state = init_train_state(jax.random.key(0), model, tx, (2, 2, 1))
+    batch = {'image': jax.random.normal(jax.random.key(1), (4, 2, 2, 1)),
+             'label': jnp.array([0, 1, 2, 1])}
+    state, sums = steps.train_step(state, steps.zero_metrics(steps.TRAIN_METRICS), batch,
+                                   jax.random.key(2), model=model, tx=tx, label_smoothing=0.0,
+                                   aux_loss_weight=0.0)
+    assert np.isfinite(float(sums['loss_sum']))  # The loss was computed before the update...
+    assert not np.all(np.isfinite(state.params['head']['kernel']))  # ...which made weights inf,
+    assert float(sums['nonfinite_steps']) == 1.0  # and the step says so.

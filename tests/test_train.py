@@ -92,6 +92,12 @@ def _signal_on_batch(monkeypatch, batch_index: int, signum: int) -> None:
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_and_resumed_run_follows_the_same_trajectory(tiny_config, tmp_path,
                                                                  monkeypatch, signum):
+    """Every train record, the first after the resume included, equals the straight run's.
+
+    The interruption at step 14 falls inside the log window 13..16, whose record must still
+    average those four steps (the window's sums travel in the checkpoint).
+    """
+    tiny_config.train.log_every = 4
     straight = loop.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
 
     workdir = str(tmp_path / 'interrupted')
@@ -103,6 +109,7 @@ def test_interrupted_and_resumed_run_follows_the_same_trajectory(tiny_config, tm
     assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '14']
     resumed = loop.train_and_evaluate(tiny_config, workdir)
 
+    assert list(_train_losses(workdir)) == [4, 8, 12, 16, 20, 24, 28, 30]
     np.testing.assert_allclose(list(_train_losses(workdir).values()),
                                list(_train_losses(tmp_path / 'straight').values()), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(_final_params(workdir, 30)),
@@ -135,9 +142,9 @@ def test_outputs_of_a_run(tiny_config, tmp_path):
     assert again['final_top1'] == summary['final_top1'] and again['steps'] == 30
     assert len(_train_losses(workdir)) == 5
 
-    # A changed config is recorded, and the earlier one kept beside it.
+    # A changed config, once allowed, is recorded, and the earlier one kept beside it.
     tiny_config.train.steps = 35
-    loop.train_and_evaluate(tiny_config, str(workdir))
+    loop.train_and_evaluate(tiny_config, str(workdir), allow_config_change=True)
     assert json.loads((workdir / 'config.json').read_text())['train']['steps'] == 35
     assert json.loads((workdir / 'config.until_step_30.json').read_text())['train']['steps'] == 30
 
@@ -153,7 +160,7 @@ def test_divergence_stops_without_overwriting_good_checkpoints(tiny_config, tmp_
     tiny_config.optim.base_lr, tiny_config.train.log_every = 1e30, 10
     with pytest.raises(loop.NonFiniteLossError, match=r'NaN/inf between steps 10 and 15; stopped '
                        r'without saving \(newest checkpoint: step 10\)'):
-        loop.train_and_evaluate(tiny_config, workdir)
+        loop.train_and_evaluate(tiny_config, workdir, allow_config_change=True)
     assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10']
     for a, b in zip(jax.tree.leaves(_final_params(workdir, 10)[0]), jax.tree.leaves(good_params),
                     strict=True):
@@ -175,7 +182,7 @@ def test_unreadable_checkpoints_are_set_aside_not_deleted(tiny_config, tmp_path)
     _corrupt(workdir / 'checkpoints' / '20')
 
     tiny_config.train.steps = 30  # Resumes from 10, the newest readable, and finishes.
-    summary = loop.train_and_evaluate(tiny_config, str(workdir))
+    summary = loop.train_and_evaluate(tiny_config, str(workdir), allow_config_change=True)
     assert summary['steps'] == 30
     assert (workdir / 'checkpoints_unreadable' / '20').is_dir()
     assert sorted(os.listdir(workdir / 'checkpoints')) == ['10', '20', '30']

@@ -131,8 +131,14 @@ def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDict, *, seed: int,
-                  global_batch_size: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Endless per-process training batches {'image': f32 NHWC, 'label': i32}, from `start_step`."""
+                  global_batch_size: int, start_step: int = 0,
+                  start_example: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Endless per-process training batches {'image': uint8 NHWC, 'label': i32}.
+
+    The stream starts at `start_step` batches in, or at this process's `start_example`-th example
+    when given (a run whose batch size changed counts examples, not steps). Images stay uint8 0..255
+    until the train step normalises them on device (`steps.normalize_images`).
+    """
     meta = dataset_meta(builder, cfg)
     batch_size = global_batch_size // jax.process_count()
     base = _read(builder, _process_split(cfg.train_split, drop_remainder=True))
@@ -145,7 +151,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
         return base.shuffle(min(cfg.shuffle_buffer, meta.num_train_examples), seed=epoch_seed,
                             reshuffle_each_iteration=False)
 
-    first_example = start_step * batch_size
+    first_example = start_step * batch_size if start_example is None else start_example
     start_epoch, offset = divmod(first_example, meta.num_train_examples)
     ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
     ds = ds.skip(offset).enumerate(start=first_example)
@@ -155,7 +161,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
         image_bytes, label = example
         example_seed = tf.random.experimental.stateless_fold_in(stream_seed, position)
         image = preprocess.train_image(image_bytes, example_seed, cfg, meta.channels)
-        return {'image': preprocess.normalize(image, cfg.mean, cfg.std), 'label': label}
+        return {'image': preprocess.to_uint8(image), 'label': label}
 
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
@@ -164,7 +170,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
 
 @dataclasses.dataclass(frozen=True)
 class EvalData:
-    dataset: tf.data.Dataset  # Re-iterable; yields {'image', 'label', 'mask'} per-process batches.
+    dataset: tf.data.Dataset  # Re-iterable; per-process {'image' (uint8), 'label', 'mask'} batches.
     num_batches: int  # The same on every process, so collectives line up.
     num_examples: int  # Real (unmasked) examples over all processes.
 
@@ -182,13 +188,13 @@ def eval_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDi
 
     def view(image_bytes: tf.Tensor, label: tf.Tensor):
         image = preprocess.eval_image(image_bytes, cfg, meta.channels)
-        return {'image': preprocess.normalize(image, cfg.mean, cfg.std), 'label': label,
+        return {'image': preprocess.to_uint8(image), 'label': label,
                 'mask': tf.constant(1, tf.int32)}
 
     ds = _read(builder, shard).map(view, num_parallel_calls=tf.data.AUTOTUNE)
-    size = cfg.eval_image_size or cfg.image_size
+    size = preprocess.eval_resolution(cfg)
     padding = tf.data.Dataset.from_tensors({
-        'image': tf.zeros([size, size, meta.channels], tf.float32),
+        'image': tf.zeros([size, size, meta.channels], tf.uint8),
         'label': tf.constant(0, tf.int32),
         'mask': tf.constant(0, tf.int32),
     }).repeat(num_batches * batch_size - shard_size)

@@ -137,9 +137,14 @@ def augment(image: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.ConfigDict) -
     return tf.cast(image, tf.float32)
 
 
+def eval_resolution(cfg: ml_collections.ConfigDict) -> int:
+    """The test resolution: `eval_image_size`, or the training `image_size` when it is unset."""
+    return cfg.eval_image_size or cfg.image_size
+
+
 def eval_image(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, channels: int) -> tf.Tensor:
     """The deterministic eval view, float32 0..255, at the eval resolution."""
-    size = cfg.eval_image_size or cfg.image_size
+    size = eval_resolution(cfg)
     if cfg.preprocess == 'small':
         return _resize(_decode(image_bytes, channels), size, cfg.interpolation)
     if cfg.preprocess == 'imagenet':
@@ -148,14 +153,15 @@ def eval_image(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, channels:
     raise ValueError(f'unknown dataset.preprocess {cfg.preprocess!r}; valid: small, imagenet')
 
 
-def normalize(image: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
-    """(image - mean) / std per channel, constants in 0..255 units."""
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """Rounds a float 0..255 image to the uint8 that crosses to the device (a quarter of the bytes
+    of float32); the train and eval steps normalise it there (`steps.normalize_images`)."""
+    return tf.saturate_cast(tf.round(image), tf.uint8)
 
 
 def describe_eval(cfg: ml_collections.ConfigDict) -> dict:
     """The eval preprocessing as plain data, recorded in summary.json next to the accuracy."""
-    size = cfg.eval_image_size or cfg.image_size
+    size = eval_resolution(cfg)
     description = {'style': cfg.preprocess, 'resolution': size, 'interpolation': cfg.interpolation,
                    'mean': list(cfg.mean), 'std': list(cfg.std)}
     if cfg.preprocess == 'imagenet':

@@ -5,11 +5,13 @@ loop adds them up on device between fetches. A window's mean is formed once on t
 padded eval examples and uneven windows cannot skew it (big_vision's classification evaluator).
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxconv.train import mixing
@@ -20,8 +22,39 @@ TRAIN_METRICS = ('loss_sum', 'correct_top1', 'correct_top5', 'count', 'nonfinite
 EVAL_METRICS = ('loss_sum', 'correct_top1', 'correct_top5', 'count')
 
 
-def zero_metrics(names: tuple[str, ...]) -> Metrics:
-    return {name: jnp.zeros((), jnp.float32) for name in names}
+# Per-channel (mean, std) in 0..255 units: the dataset's normalisation, applied on device.
+Normalization = tuple[Sequence[float], Sequence[float]]
+
+
+def zero_metrics(names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Host zeros; the loop places them on the mesh with one explicit transfer."""
+    return {name: np.zeros((), np.float32) for name in names}
+
+
+def normalize_images(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """(images - mean) / std per channel, as float32; images are uint8 (or float) in 0..255.
+
+    The input pipeline sends uint8, a quarter of float32's bytes, and this runs on device. Call it
+    before `model.apply` wherever images come from the pipeline (benchmarks, inspection tools).
+    """
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return (images.astype(jnp.float32) - mean) / std
+
+
+def _model_input(images: jax.Array, normalization: Normalization | None) -> jax.Array:
+    if normalization is not None:
+        return normalize_images(images, *normalization)
+    if images.dtype == jnp.uint8:  # Raw pixels straight into the model are never intended.
+        raise TypeError('uint8 images need normalization=(mean, std) (the dataset config\'s)')
+    return images
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every float in `tree` is finite (False for any NaN or inf); a bool scalar."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else (
+        jnp.asarray(True))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -86,17 +119,18 @@ def update_ema(average: Any, value: Any, decay: jax.Array) -> Any:
 def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
                root_key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
                label_smoothing: float, aux_loss_weight: float, ema_decay: float = 0.0,
-               ema_warmup: bool = False,
-               mix: dict | None = None) -> tuple[TrainState, Metrics]:
+               ema_warmup: bool = False, mix: dict | None = None,
+               normalization: Normalization | None = None) -> tuple[TrainState, Metrics]:
     """One optimizer step on the global batch; BatchNorm sees the whole global batch under jit.
 
     `mix`: mixup/CutMix settings (`mixup_alpha`, `cutmix_alpha`, `prob`, `switch_prob`,
-    `off_step`: no mixing from that step on; -1 never stops), or None.
+    `off_step`: no mixing from that step on; -1 never stops), or None. `normalization`: the
+    dataset's (mean, std) for uint8 batches; None for batches that are normalised already.
     """
     # Folding in the step makes the random streams a function of (seed, step): resume-safe.
     model_key, mix_key = jax.random.split(jax.random.fold_in(root_key, state.step))
     rngs = stream_rngs(model_key)
-    images, lam = batch['image'], jnp.ones((), jnp.float32)
+    images, lam = _model_input(batch['image'], normalization), jnp.ones((), jnp.float32)
     if mix:
         active = (mix['off_step'] < 0) | (state.step < mix['off_step'])
         images, lam = mixing.mix_batch(
@@ -115,7 +149,9 @@ def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    # The updated weights too: an infinite learning rate leaves loss and gradients finite.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+              & all_finite((params, batch_stats)))
     count = jnp.asarray(batch['label'].shape[0], jnp.float32)
     step_metrics = {
         'loss_sum': loss * count,
@@ -135,9 +171,9 @@ def train_step(state: TrainState, metrics: Metrics, batch: dict[str, jax.Array],
 
 
 def eval_step(variables: dict, metrics: Metrics, batch: dict[str, jax.Array], *,
-              model: nn.Module) -> Metrics:
+              model: nn.Module, normalization: Normalization | None = None) -> Metrics:
     """Adds one eval batch's sums to `metrics`, counting only examples with mask 1."""
-    logits = model.apply(variables, batch['image'], train=False)
+    logits = model.apply(variables, _model_input(batch['image'], normalization), train=False)
     mask = batch['mask'].astype(jnp.float32)
     step_metrics = {
         'loss_sum': (cross_entropy(logits, batch['label']) * mask).sum(),
