@@ -161,7 +161,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
         image_bytes, label = example
         example_seed = tf.random.experimental.stateless_fold_in(stream_seed, position)
         image = preprocess.train_image(image_bytes, example_seed, cfg, meta.channels)
-        return {'image': preprocess.to_uint8(image), 'label': label}
+        return {'image': preprocess.to_uint8(image, truncate=False), 'label': label}
 
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
@@ -188,7 +188,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDi
 
     def view(image_bytes: tf.Tensor, label: tf.Tensor):
         image = preprocess.eval_image(image_bytes, cfg, meta.channels)
-        return {'image': preprocess.to_uint8(image), 'label': label,
+        return {'image': preprocess.to_uint8(image, truncate=False), 'label': label,
                 'mask': tf.constant(1, tf.int32)}
 
     ds = _read(builder, shard).map(view, num_parallel_calls=tf.data.AUTOTUNE)

@@ -108,7 +108,11 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.Con
 
 
 def to_uint8(image: tf.Tensor, *, truncate: bool) -> tf.Tensor:
-    """A float 0..255 image as uint8, truncated (TF's cast) or rounded to the nearest level."""
+    """A float 0..255 image as uint8, truncated (TF's cast) or rounded to the nearest level.
+
+    Also the form in which every batch crosses to the device (a quarter of float32's bytes),
+    rounded; the train and eval steps normalise it there (`steps.normalize_images`).
+    """
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.cast(image if truncate else tf.round(image), tf.uint8)
 
@@ -151,12 +155,6 @@ def eval_image(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, channels:
         window = _center_window(_image_shape(image_bytes, channels), cfg.eval_crop_fraction)
         return _resize(_decode_window(image_bytes, window, channels), size, cfg.interpolation)
     raise ValueError(f'unknown dataset.preprocess {cfg.preprocess!r}; valid: small, imagenet')
-
-
-def to_uint8(image: tf.Tensor) -> tf.Tensor:
-    """Rounds a float 0..255 image to the uint8 that crosses to the device (a quarter of the bytes
-    of float32); the train and eval steps normalise it there (`steps.normalize_images`)."""
-    return tf.saturate_cast(tf.round(image), tf.uint8)
 
 
 def describe_eval(cfg: ml_collections.ConfigDict) -> dict:
