@@ -29,7 +29,7 @@ from jaxconv.train import loop
 # Every test here shares one trained run: keep them on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group('inspect')
 
-TRAIN_EPOCHS = 10  # 225 steps of batch 64: about 98% test top-1.
+TRAIN_EPOCHS = 6  # 135 steps of batch 64: about 98% test top-1.
 
 
 def _conv(x, params):
@@ -61,10 +61,11 @@ def lenet():
 
 def test_features_are_lenets_activations_computed_by_hand(lenet):
     model, variables, x = lenet
-    expected = _lenet_by_hand(variables['params'], x)
+    expected = jax.jit(_lenet_by_hand)(variables['params'], x)
+    got = jax.jit(lambda v, x: {layer: features(model, v, x, layer) for layer in expected})(
+        variables, x)
     for layer, value in expected.items():
-        np.testing.assert_allclose(features(model, variables, x, layer), value, atol=1e-5,
-                                   err_msg=layer)
+        np.testing.assert_allclose(got[layer], value, atol=1e-5, err_msg=layer)
 
 
 def test_list_layers_gives_the_papers_map_sizes(lenet):
@@ -87,10 +88,14 @@ class _ConvHeadNet(nn.Module):
 def test_pooled_is_the_input_of_a_convolutional_head_averaged_over_space():
     model = _ConvHeadNet()
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
-    variables = model.init(jax.random.key(1), x)
-    body = nn.relu(nn.Conv(4, (3, 3)).apply({'params': variables['params']['body']}, x))
-    np.testing.assert_allclose(features(model, variables, x, 'pooled'), body.mean(axis=(1, 2)),
-                               atol=1e-6)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+
+    @jax.jit
+    def by_hand(params, x):
+        return nn.relu(nn.Conv(4, (3, 3)).apply({'params': params['body']}, x)).mean(axis=(1, 2))
+
+    pooled = jax.jit(lambda v, x: features(model, v, x, 'pooled'))(variables, x)
+    np.testing.assert_allclose(pooled, by_hand(variables['params'], x), atol=1e-6)
 
 
 def test_a_perturbation_of_pooled_features_has_the_heads_kernel_as_gradient(lenet):
@@ -146,12 +151,16 @@ def test_gradcam_of_a_gap_network_is_its_class_activation_map():
     Grad-CAM = ReLU(sum_k w_k^c A^k) / Z with Z the map's area."""
     model = _GapNet()
     x = jax.random.normal(jax.random.key(0), (3, 5, 7, 2))
-    variables = model.init(jax.random.key(1), x)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
     classes = jnp.array([0, 3, 1])
-    conv = variables['params']['features']['conv']
-    maps = nn.relu(nn.Conv(6, (3, 3)).apply({'params': conv}, x))
-    weights = variables['params']['fc']['kernel'][:, classes].T  # (N, K)
-    cam = jnp.einsum('nhwk,nk->nhw', maps, weights)
+
+    @jax.jit
+    def class_activation_map(params, x):
+        maps = nn.relu(nn.Conv(6, (3, 3)).apply({'params': params['features']['conv']}, x))
+        weights = params['fc']['kernel'][:, classes].T  # w_k^c of each image's class: (N, K).
+        return jnp.einsum('nhwk,nk->nhw', maps, weights)
+
+    cam = class_activation_map(variables['params'], x)
     np.testing.assert_allclose(attribution.gradcam(model, variables, x, classes, 'features'),
                                jax.nn.relu(cam) / (5 * 7), atol=1e-6)
 
@@ -166,7 +175,7 @@ class _LinearNet(nn.Module):
 def linear():
     model = _LinearNet()
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 2))
-    variables = model.init(jax.random.key(1), x)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
     return model, variables, x, variables['params']['fc']['kernel'], jnp.array([2, 0])
 
 
@@ -198,10 +207,10 @@ def test_fgsm_steps_eps_along_the_sign_of_the_cross_entropy_gradient(linear):
     gradient = (jax.nn.softmax(logits) - jax.nn.one_hot(labels, 3)) @ kernel.T
     eps, low, high = jnp.float32(0.05), jnp.float32(-1.0), jnp.float32(1.0)
     expected = np.clip(x + eps * np.sign(gradient.reshape(x.shape)), low, high)
-    np.testing.assert_allclose(adversarial.fgsm(model, variables, x, labels, eps, low, high),
-                               expected, atol=1e-6)
-    attacked = adversarial.pgd(model, variables, x, labels, eps, low, high, steps=5,
-                               key=jax.random.key(0))
+    attacked = jax.jit(lambda v: adversarial.fgsm(model, v, x, labels, eps, low, high))(variables)
+    np.testing.assert_allclose(attacked, expected, atol=1e-6)
+    attacked = jax.jit(lambda v: adversarial.pgd(model, v, x, labels, eps, low, high, steps=5,
+                                                 key=jax.random.key(0)))(variables)
     assert float(jnp.abs(attacked - jnp.clip(x, low, high)).max()) <= 0.05 + 1e-6
     assert float(attacked.min()) >= -1.0 and float(attacked.max()) <= 1.0
 
@@ -240,19 +249,19 @@ def test_restored_run_scores_what_the_trainer_measured(trained):
 
 
 def test_occluding_the_digit_costs_more_probability_than_occluding_the_border(trained):
-    size, stride = 8, 2
+    size, stride, count = 8, 2, 120  # 169 positions of the square on each of 120 images.
     maps = np.asarray(attribution.occlusion(
-        trained['run'].model, trained['run'].variables, trained['images'], trained['labels'],
-        size=size, stride=stride))
+        trained['run'].model, trained['run'].variables, trained['images'][:count],
+        trained['labels'][:count], size=size, stride=stride))
     on_digit, on_border = [], []
-    for probability, ink in zip(maps, trained['ink'], strict=True):
+    for probability, ink in zip(maps, trained['ink'][:count], strict=True):
         # Ink under each square position; the quarter with most ink is "on the digit".
         mass = np.array([[ink[i:i + size, j:j + size].sum() for j in range(0, 25, stride)]
                          for i in range(0, 25, stride)])
         if (mass == 0).any():
             on_digit.append(probability[mass >= np.quantile(mass, 0.75)].mean())
             on_border.append(probability[mass == 0].mean())
-    assert len(on_digit) > 300
+    assert len(on_digit) > 100
     assert np.mean(on_digit) < np.mean(on_border) - 0.03
 
 
@@ -292,15 +301,19 @@ def test_fgsm_at_eps_point_one_lowers_accuracy_and_eps_zero_does_not(trained):
     assert np.abs(to_pixels(run, attacked) - to_pixels(run, images)).max() <= 0.1 + 1e-5
 
 
-def test_class_maximisation_finds_an_input_for_every_class(trained):
+def test_class_maximisation_raises_each_class_score_to_the_top(trained):
+    """From the mean image, which the model gives one class, to an input per class that the
+    model assigns to that class, with every pixel in range."""
     run = trained['run']
     low, high = pixel_range(run)
+    start = np.asarray(run.apply(jnp.zeros((1, *run.image_shape)))).argmax(-1)
     images = synthesis.maximize_class(run.model, run.variables, jnp.arange(10), run.image_shape,
-                                      steps=100, low=low, high=high)
-    probabilities = jax.nn.softmax(run.apply(images))
-    assert np.all(np.asarray(probabilities).argmax(-1) == np.arange(10))
-    assert float(images.min()) >= float(low[0]) - 1e-6 and float(images.max()) <= float(
-        high[0]) + 1e-6
+                                      steps=20, low=low, high=high)
+    probabilities = np.asarray(jax.nn.softmax(run.apply(images)))
+    assert len(set(start)) == 1
+    np.testing.assert_array_equal(probabilities.argmax(-1), np.arange(10))
+    assert probabilities[np.arange(10), np.arange(10)].min() > 0.9
+    assert float(images.min()) >= low[0] - 1e-6 and float(images.max()) <= high[0] + 1e-6
 
 
 def test_pooled_features_of_the_eval_split_separate_the_classes(trained):
@@ -327,16 +340,16 @@ def _assert_png_drawn(path: str, min_width: int, min_height: int) -> None:
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, path
 
 
-@pytest.mark.parametrize('view, extra', [
+@pytest.mark.parametrize('view, extra', [  # Few images and steps: this checks the drawing.
     ('filters', []),
-    ('activations', ['--layer', 'c3']),
-    ('top-patches', ['--num-images', '120']),
-    ('occlusion', ['--num-images', '4']),
-    ('saliency', ['--num-images', '4']),
-    ('gradcam', ['--num-images', '4']),
-    ('class-max', ['--steps', '60', '--classes', '3', '5', '8']),
-    ('adversarial', ['--num-images', '128', '--eps', '0', '0.1', '--pgd-steps', '3']),
-    ('embedding', ['--num-images', '150']),
+    ('activations', ['--layer', 'c3', '--num-images', '2']),
+    ('top-patches', ['--num-images', '60', '--channels', '0', '5']),
+    ('occlusion', ['--num-images', '3']),
+    ('saliency', ['--num-images', '3']),
+    ('gradcam', ['--num-images', '3']),
+    ('class-max', ['--steps', '20', '--classes', '3', '5', '8']),
+    ('adversarial', ['--num-images', '32', '--eps', '0', '0.1', '--pgd-steps', '2']),
+    ('embedding', ['--num-images', '60']),
 ])
 def test_each_view_writes_a_drawn_png_and_its_numbers(trained, tmp_path, capsys, view, extra):
     out = str(tmp_path / 'out')

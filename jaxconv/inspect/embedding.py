@@ -30,9 +30,13 @@ def project(features: np.ndarray, method: str = 'tsne', seed: int = 0) -> np.nda
         return PCA(n_components=2, random_state=seed).fit_transform(features)
     if method == 'tsne':
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         # Perplexity must stay below the number of points; 30 is the paper's and sklearn's default.
-        perplexity = min(30.0, (len(features) - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init='pca',
-                    random_state=seed).fit_transform(features)
+        tsne = TSNE(n_components=2, perplexity=min(30.0, (len(features) - 1) / 3), init='pca',
+                    random_state=seed)
+        # One OpenMP thread: on a busy 2-core machine sklearn's threads waited on each other
+        # (and on XLA's) 20x longer than they computed; alone, an eval split takes seconds.
+        with threadpool_limits(limits=1, user_api='openmp'):
+            return tsne.fit_transform(features)
     raise ValueError(f'unknown projection {method!r}; valid: {", ".join(METHODS)}')

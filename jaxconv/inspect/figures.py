@@ -45,6 +45,15 @@ def overlay(ax, image: np.ndarray, heat: np.ndarray, title: str | None = None,
     ax.imshow(heat, cmap=HEATMAP, alpha=alpha, vmin=vmin, vmax=vmax, interpolation='bilinear')
 
 
+def outline(ax, image: np.ndarray) -> None:
+    """The image's bright shapes as white contours (half its intensity range), for maps drawn
+    without the image under them."""
+    grey = image.mean(axis=-1)
+    level = (grey.min() + grey.max()) / 2
+    if grey.max() > grey.min():
+        ax.contour(grey, levels=[level], colors='white', linewidths=0.8)
+
+
 def tile(weights: np.ndarray) -> np.ndarray:
     """A filter (kh, kw, c) scaled so that zero is mid-grey and the largest |weight| is 0 or 1."""
     scale = np.abs(weights).max()

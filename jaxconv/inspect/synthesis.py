@@ -30,14 +30,15 @@ def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
                    static_argnames=('model', 'image_shape', 'steps', 'blur_every', 'blur_sigma'))
 def maximize_class(model: nn.Module, variables: Any, classes: jax.Array,
                    image_shape: tuple[int, int, int], *, steps: int = 200,
-                   step_size: float = 0.1, l2: float = 1e-3, blur_every: int = 4,
-                   blur_sigma: float = 0.5, low: jax.Array | float = -jnp.inf,
+                   step_size: float = 0.05, l2: float = 0.03, blur_every: int = 2,
+                   blur_sigma: float = 0.7, low: jax.Array | float = -jnp.inf,
                    high: jax.Array | float = jnp.inf) -> jax.Array:
     """One image per entry of `classes`, in normalised units, after `steps` ascent steps.
 
     Each step moves the image along the gradient of S_c - l2 * ||I||^2, divided by the gradient's
     root mean square so that `step_size` is in normalised pixel units whatever the model's
     score scale. `low`/`high`: the valid pixel range (per channel), clipped to after each step.
+    The defaults gave the least noisy digits of a small grid searched by eye on LeNet-5.
     """
     def objective(image: jax.Array, label: jax.Array) -> jax.Array:
         score = model.apply(variables, image[None], train=False)[0, label]

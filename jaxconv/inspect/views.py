@@ -58,7 +58,7 @@ def filters(run: Run, options: Options, out_dir: str) -> list[str]:
     kh, kw, cin, cout = kernel.shape
     if cin in (1, 3):  # A kernel is an image: one tile per output filter.
         cols = min(cout, 16)
-        fig, axes = figures.new_figure(-(-cout // cols), cols, cell=0.8)
+        fig, axes = figures.new_figure(-(-cout // cols), cols, cell=1.0)
         for i, ax in enumerate(axes.flat):
             if i < cout:
                 figures.show_image(ax, figures.tile(kernel[..., i]))
@@ -141,18 +141,20 @@ def occlusion(run: Run, options: Options, out_dir: str) -> list[str]:
         run.model, run.variables, jnp.asarray(images), jnp.asarray(classes), size=size,
         stride=stride, batch_size=options.batch_size))
     names, pixels = class_names(run), to_pixels(run, images)
-    # Square positions drawn at their centres, over the image they occlude.
-    extent = (size / 2 - 0.5 - stride / 2, size / 2 - 0.5 + stride * (maps.shape[2] - 0.5),
-              size / 2 - 0.5 + stride * (maps.shape[1] - 0.5), size / 2 - 0.5 - stride / 2)
+    # Each square position drawn at the square's centre, in the image's pixel coordinates.
+    first, rows, cols = (size - 1) / 2, maps.shape[1], maps.shape[2]
+    extent = (first - stride / 2, first + stride * (cols - 0.5),
+              first + stride * (rows - 0.5), first - stride / 2)
     fig, axes = figures.new_figure(2, len(images))
     for n in range(len(images)):
         figures.show_image(axes[0, n], pixels[n], _class_title(names, classes[n], labelled))
-        figures.show_image(axes[1, n], pixels[n])
-        shown = axes[1, n].imshow(maps[n], cmap=figures.HEATMAP, vmin=0.0, vmax=1.0, alpha=0.6,
+        shown = axes[1, n].imshow(maps[n], cmap=figures.HEATMAP, vmin=0.0, vmax=1.0,
                                   extent=extent, interpolation='nearest')
+        figures.outline(axes[1, n], pixels[n])
+        axes[1, n].set_facecolor('lightgrey')  # Pixels no square is centred on.
         axes[1, n].set_xlim(-0.5, width - 0.5)
         axes[1, n].set_ylim(height - 0.5, -0.5)
-    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label='p(class)')
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.5, label='p(class)')
     fig.suptitle(f'{run.name}: p(class) with a {size}x{size} grey square at each position '
                  f'(stride {stride})', fontsize=9)
     return figures.save(fig, out_dir, 'occlusion', {'probability': maps, 'classes': classes,
@@ -201,7 +203,12 @@ def class_max(run: Run, options: Options, out_dir: str) -> list[str]:
                                       run.image_shape, steps=options.steps, low=low, high=high)
     probabilities = np.asarray(jax.nn.softmax(run.apply(images)))[np.arange(len(classes)),
                                                                   classes]
-    pixels = to_pixels(run, np.asarray(images))
+    # Stretched to the full grey range per image, as Simonyan et al. show them: the optimum
+    # differs from the mean image by little, which the pixel range would show as flat grey.
+    pixels = np.asarray(images)
+    low_value = pixels.min(axis=(1, 2, 3), keepdims=True)
+    pixels = (pixels - low_value) / np.maximum(pixels.max(axis=(1, 2, 3), keepdims=True)
+                                               - low_value, 1e-12)
     cols = min(len(classes), 10)
     fig, axes = figures.new_figure(-(-len(classes) // cols), cols)
     for i, ax in enumerate(axes.flat):
@@ -209,7 +216,8 @@ def class_max(run: Run, options: Options, out_dir: str) -> list[str]:
             figures.show_image(ax, pixels[i], f'{names[classes[i]]} p={probabilities[i]:.2f}')
         else:
             ax.axis('off')
-    fig.suptitle(f'{run.name}: class-score maximisation ({options.steps} steps)', fontsize=9)
+    fig.suptitle(f'{run.name}: class-score maximisation ({options.steps} steps; contrast '
+                 'stretched per image)', fontsize=9)
     return figures.save(fig, out_dir, 'class-max', {'images': np.asarray(images),
                                                     'classes': classes,
                                                     'probability': probabilities})
@@ -259,7 +267,7 @@ def adversarial_view(run: Run, options: Options, out_dir: str) -> list[str]:
             ax.set_title(f'{names[predictions[c]]}', fontsize=7,
                          color='black' if predictions[c] == labels[c] else 'red')
             if c == 0:
-                figures.label_row(ax, title)
+                ax.set_ylabel(title, fontsize=7)
     fig.suptitle(f'{run.name}: accuracy under attack on {len(images)} eval images '
                  '(red: wrong prediction)', fontsize=9)
     arrays = {f'{a}_{e:g}': examples[(a, e)] for a, e in examples}
@@ -284,7 +292,8 @@ def embedding_view(run: Run, options: Options, out_dir: str) -> list[str]:
                     title='label' if labelled else 'pred')
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title(f'{run.name}: {options.method.upper()} of {layer} features '
+    method = {'tsne': 't-SNE', 'pca': 'PCA'}[options.method]
+    axes.set_title(f'{run.name}: {method} of {layer} features '
                    f'({features.shape[1]}-d, {len(images)} images)', fontsize=9)
     rows = [{'image': i, 'label': int(labels[i]), 'x': float(p[0]), 'y': float(p[1])}
             for i, p in enumerate(points)]
