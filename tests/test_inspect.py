@@ -7,6 +7,8 @@ and "border" pixels are read off the input intensities, never off the model: dig
 above half the range; border = no ink within 3 pixels.
 """
 
+import glob
+import json
 import os
 import shutil
 
@@ -398,6 +400,24 @@ def test_compare_puts_the_same_view_of_two_runs_side_by_side(trained, tmp_path, 
     _assert_png_drawn(combined, int(1.8 * width), 50)
 
 
+def test_wandb_logs_the_figure_into_the_runs_own_wandb_run(trained, tmp_path, monkeypatch):
+    """Offline, as a run without credentials logs: the PNG lands in the run id's offline run."""
+    workdir = str(tmp_path / 'run')
+    shutil.copytree(trained['workdir'], workdir)
+    with open(os.path.join(workdir, 'config.json')) as f:
+        config = json.load(f)
+    config['wandb']['mode'] = 'offline'
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        json.dump(config, f)
+    with open(os.path.join(workdir, 'wandb_run_id'), 'w') as f:
+        f.write('inspect0test1')
+    monkeypatch.setenv('HOME', str(tmp_path))  # No ~/.netrc: no credentials.
+    assert cli.main(['filters', '--workdir', workdir, '--wandb']) == 0
+    logged = glob.glob(os.path.join(workdir, 'wandb', 'offline-run-*-inspect0test1', 'files',
+                                    'media', 'images', 'inspect', 'filters_*.png'))
+    assert len(logged) == 1
+
+
 def test_layers_lists_the_names_layer_accepts(trained, capsys):
     assert cli.main(['layers', '--workdir', trained['workdir']]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -418,11 +438,16 @@ def test_bad_input_exits_with_one_line(trained, tmp_path, capsys, args, message)
     assert error.startswith('jaxconv.inspect: error: ') and message in error
 
 
-def test_a_directory_that_is_not_a_run_is_named(tmp_path, capsys):
+def test_a_directory_that_is_not_a_run_is_named(trained, tmp_path, capsys):
     assert cli.main(['filters', '--workdir', str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == (
         f'jaxconv.inspect: error: {tmp_path} is not a run directory (no config.json); pass the '
         '--workdir of a run started with python -m jaxconv.main')
+    shutil.copy(os.path.join(trained['workdir'], 'config.json'), tmp_path)
+    assert cli.main(['filters', '--workdir', str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip().startswith(
+        f'jaxconv.inspect: error: {tmp_path} has no checkpoints/ yet; train it first')
+    assert os.listdir(tmp_path) == ['config.json']  # Nothing written.
 
 
 def test_margin_frames_the_resized_digit_in_zeros(digits_dir):

@@ -23,6 +23,13 @@ from jaxconv.inspect.views import VIEWS, Options  # noqa: E402
 COMMANDS = (*VIEWS, 'compare', 'layers')
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m jaxconv.inspect', description=__doc__.split('\n\n')[0],
@@ -36,20 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', help='output directory (default: RUN/inspect)')
     parser.add_argument('--images', nargs='+', default=(), help='image files instead of the '
                         'eval split (PNG, JPEG; classes shown are the predictions)')
-    parser.add_argument('--num-images', type=int, help='eval images to use (default: the '
+    parser.add_argument('--num-images', type=_positive, help='eval images to use (default: the '
                         "view's own; all of the split for top-patches, adversarial, embedding)")
     parser.add_argument('--layer', help="module path, 'pooled' or 'logits' (see `layers`)")
     parser.add_argument('--channels', type=int, nargs='+', default=(), help='top-patches')
     parser.add_argument('--classes', type=int, nargs='+', default=(), help='class-max')
     parser.add_argument('--eps', type=float, nargs='+', default=Options.eps,
                         help='adversarial: radii as fractions of the pixel range')
-    parser.add_argument('--pgd-steps', type=int, default=Options.pgd_steps)
+    parser.add_argument('--pgd-steps', type=_positive, default=Options.pgd_steps)
     parser.add_argument('--method', choices=('tsne', 'pca'), default=Options.method,
                         help='embedding projection')
-    parser.add_argument('--occluder', type=int, help='occlusion: square side in pixels')
-    parser.add_argument('--stride', type=int, help='occlusion: step between positions')
-    parser.add_argument('--steps', type=int, default=Options.steps, help='class-max steps')
-    parser.add_argument('--batch-size', type=int, default=Options.batch_size)
+    parser.add_argument('--occluder', type=_positive, help='occlusion: square side in pixels')
+    parser.add_argument('--stride', type=_positive, help='occlusion: step between positions')
+    parser.add_argument('--steps', type=_positive, default=Options.steps, help='class-max steps')
+    parser.add_argument('--batch-size', type=_positive, default=Options.batch_size)
     parser.add_argument('--seed', type=int, default=Options.seed)
     parser.add_argument('--ema', action='store_true', help='use the EMA weights')
     parser.add_argument('--data-dir', help="override the run's dataset.data_dir")

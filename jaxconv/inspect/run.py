@@ -7,6 +7,7 @@ sees them: normalised float32 NHWC (`eval_images`, `image_files`).
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -50,8 +51,13 @@ class Run:
         return size, size, len(dataset.mean)
 
     def apply(self, images: jax.Array) -> jax.Array:
-        """Eval-mode logits; differentiable in `images`."""
-        return self.model.apply(self.variables, images, train=False)
+        """Eval-mode logits, jit-compiled; differentiable in `images`."""
+        return _logits(self.model, self.variables, images)
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def _logits(model: Any, variables: dict, images: jax.Array) -> jax.Array:
+    return model.apply(variables, images, train=False)
 
 
 def _tuples(value: Any) -> Any:
@@ -86,6 +92,7 @@ def load_run(workdir: str, ema: bool = False) -> Run:
     model = models.create_model(config.model.name, num_classes=config.model.num_classes,
                                 **config.model.kwargs)
     size = config.dataset.image_size
+    # The channel count is not in config.json; every dataset preset gives one mean per channel.
     dummy = jnp.zeros((1, size, size, len(config.dataset.mean)), jnp.float32)
     # Train mode, as the trainer initialises: training-only heads (aux logits) have params too.
     abstract = jax.eval_shape(lambda key: model.init(
@@ -95,8 +102,7 @@ def load_run(workdir: str, ema: bool = False) -> Run:
                             abstract)
     prefix = 'ema_' if ema else ''
     target = {f'{prefix}params': abstract['params'],
-              f'{prefix}batch_stats': abstract.get('batch_stats', {}),
-              'step': jax.ShapeDtypeStruct((), jnp.int32, sharding=device)}
+              f'{prefix}batch_stats': abstract.get('batch_stats', {})}
     step, state = _restore_newest(workdir, target)
     variables = {'params': state[f'{prefix}params']}
     if state[f'{prefix}batch_stats']:
@@ -113,10 +119,9 @@ def _restore_newest(workdir: str, target: dict) -> tuple[int, dict]:
         raise RunError(f'{workdir} has no checkpoints/ yet; train it first (python -m '
                        'jaxconv.main --workdir ...) or wait for its first checkpoint')
     checkpointer = Checkpointer(workdir, keep=1)  # `keep` matters only when saving.
+    errors = []
     try:
-        steps = sorted(checkpointer.manager.all_steps(), reverse=True)
-        errors = []
-        for step in steps:
+        for step in sorted(checkpointer.manager.all_steps(), reverse=True):
             try:
                 restored = checkpointer.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.PyTreeRestore(
@@ -131,7 +136,8 @@ def _restore_newest(workdir: str, target: dict) -> tuple[int, dict]:
     finally:
         checkpointer.close()
     raise RunError(f'no checkpoint in {workdir}/checkpoints could be read '
-                   f'({"; ".join(errors) or "there are none"}); does config.json match them?')
+                   f'({"; ".join(errors) or "there are none"}); the model is rebuilt from '
+                   'config.json, which must be the config the checkpoints were saved with')
 
 
 # ---- Images ----------------------------------------------------------------------------------

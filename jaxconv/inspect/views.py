@@ -17,6 +17,8 @@ from jaxconv.inspect.receptive_field import receptive_field, to_input_grid
 from jaxconv.inspect.run import Run, class_names, eval_images, image_files, pixel_range, to_pixels
 from jaxconv.models.features import POOLED
 
+MAX_DRAWN = 16  # Images drawn in a per-image figure; the .npz beside it holds all of them.
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -83,8 +85,8 @@ def activations(run: Run, options: Options, out_dir: str) -> list[str]:
     names, pixels = class_names(run), to_pixels(run, images)
     if maps.ndim == 4:
         shown = min(maps.shape[-1], 15)
-        fig, axes = figures.new_figure(len(images), shown + 1)
-        for n in range(len(images)):
+        fig, axes = figures.new_figure(min(len(images), MAX_DRAWN), shown + 1)
+        for n in range(min(len(images), MAX_DRAWN)):
             figures.show_image(axes[n, 0], pixels[n], _class_title(names, classes[n], labelled))
             for c in range(shown):
                 axes[n, c + 1].imshow(maps[n, ..., c], cmap='viridis', interpolation='nearest')
@@ -145,8 +147,8 @@ def occlusion(run: Run, options: Options, out_dir: str) -> list[str]:
     first, rows, cols = (size - 1) / 2, maps.shape[1], maps.shape[2]
     extent = (first - stride / 2, first + stride * (cols - 0.5),
               first + stride * (rows - 0.5), first - stride / 2)
-    fig, axes = figures.new_figure(2, len(images))
-    for n in range(len(images)):
+    fig, axes = figures.new_figure(2, min(len(images), MAX_DRAWN))
+    for n in range(min(len(images), MAX_DRAWN)):
         figures.show_image(axes[0, n], pixels[n], _class_title(names, classes[n], labelled))
         shown = axes[1, n].imshow(maps[n], cmap=figures.HEATMAP, vmin=0.0, vmax=1.0,
                                   extent=extent, interpolation='nearest')
@@ -167,8 +169,8 @@ def saliency(run: Run, options: Options, out_dir: str) -> list[str]:
     maps = np.asarray(attribution.saliency(run.model, run.variables, jnp.asarray(images),
                                            jnp.asarray(classes)))
     names, pixels = class_names(run), to_pixels(run, images)
-    fig, axes = figures.new_figure(2, len(images))
-    for n in range(len(images)):
+    fig, axes = figures.new_figure(2, min(len(images), MAX_DRAWN))
+    for n in range(min(len(images), MAX_DRAWN)):
         figures.show_image(axes[0, n], pixels[n], _class_title(names, classes[n], labelled))
         axes[1, n].imshow(maps[n], cmap='gray', interpolation='nearest')
     fig.suptitle(f'{run.name}: saliency of the class score', fontsize=9)
@@ -185,8 +187,8 @@ def gradcam(run: Run, options: Options, out_dir: str) -> list[str]:
     field = receptive_field(run.model, run.variables, layer, run.image_shape, options.seed)
     upsampled = to_input_grid(maps, field, *run.image_shape[:2])
     names, pixels = class_names(run), to_pixels(run, images)
-    fig, axes = figures.new_figure(2, len(images))
-    for n in range(len(images)):
+    fig, axes = figures.new_figure(2, min(len(images), MAX_DRAWN))
+    for n in range(min(len(images), MAX_DRAWN)):
         figures.show_image(axes[0, n], pixels[n], _class_title(names, classes[n], labelled))
         figures.overlay(axes[1, n], pixels[n], upsampled[n], vmin=0.0)
     fig.suptitle(f'{run.name}: Grad-CAM at {layer} {maps.shape[1]}x{maps.shape[2]}', fontsize=9)
@@ -241,8 +243,7 @@ def adversarial_view(run: Run, options: Options, out_dir: str) -> list[str]:
             rows.append({'attack': attack, 'eps': eps, 'top1': accuracy,
                          'images': len(images)})
             examples[(attack, eps)] = attacked[:6]
-    shown_eps = max(e for e in options.eps if e <= 0.1) if min(options.eps) <= 0.1 else max(
-        options.eps)
+    shown_eps = max((e for e in options.eps if e <= 0.1), default=max(options.eps))
     names = class_names(run)
     fig = figures.plt.figure(figsize=(11, 3.6))
     grid = fig.add_gridspec(3, 7, width_ratios=[3.2, 1, 1, 1, 1, 1, 1])
