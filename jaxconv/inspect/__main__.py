@@ -32,7 +32,7 @@ def _positive(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m jaxconv.inspect', description=__doc__.split('\n\n')[0],
+        prog='python -m jaxconv.inspect', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('what', choices=COMMANDS, metavar='WHAT',
                         help=f'one of {", ".join(COMMANDS)}')

@@ -1,7 +1,7 @@
 """Where a network looks: occlusion sensitivity, saliency maps and Grad-CAM, each jit-compiled.
 
 All three explain one class per image (the true label, or the prediction when there is none) and
-return one map per image; `to_input_size` brings a coarse map to the image's resolution.
+return one map per image; `receptive_field.to_input_grid` places a coarse map over the image.
 """
 
 import functools
@@ -87,7 +87,3 @@ def last_spatial_layer(model: nn.Module, variables: Any, image_shape: tuple[int,
             return name
     raise ValueError('the model has no layer with a spatial map for Grad-CAM')
 
-
-def to_input_size(maps: jax.Array, height: int, width: int) -> jax.Array:
-    """(N, h, w) maps resized bilinearly to (N, height, width), as Grad-CAM's overlays are."""
-    return jax.image.resize(maps, (maps.shape[0], height, width), method='bilinear')
