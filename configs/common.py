@@ -105,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.eval_image_size = placeholder(int)  # None: image_size; else the test resolution.
     config.dataset.preprocess = 'small'  # small: pad + random crop | imagenet: inception crop.
     config.dataset.crop_padding = 4  # small: zero padding on each side before the random crop.
+    config.dataset.margin = 0  # small: resize to image_size - 2*margin, frame with zeros (LeNet-5's 20x20 digits in 32x32 is 6).
     config.dataset.flip = True  # Random left-right flip in training.
     config.dataset.interpolation = 'bilinear'  # Resize method: bilinear | bicubic | area | nearest.
     config.dataset.randaugment_layers = 0  # RandAugment N (ops per image) in training; 0: off.

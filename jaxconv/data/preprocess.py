@@ -4,7 +4,11 @@ Two styles, picked by `dataset.preprocess`:
 
 - `small` (CIFAR-style; He et al. 2015, Sec. 4.2): resize to `image_size` if the stored images
   differ (digits are 8x8 and go to 32x32), then in training zero-pad `crop_padding` pixels per side,
-  take a random `image_size` crop and flip left-right with probability 1/2.
+  take a random `image_size` crop and flip left-right with probability 1/2. With `margin` > 0 the
+  image is resized to `image_size - 2 * margin` and framed by `margin` zero pixels, in training and
+  eval: LeNet-5's input, where the digit sits in the middle of a larger empty field so that every
+  stroke can fall near the centre of a top-level unit's receptive field (LeCun et al. 1998,
+  Sec. II.A: 20x20 digits centred in 28x28, padded to the 32x32 input).
 - `imagenet` (Szegedy et al. 2015, "Going deeper", Sec. 6; the TF TPU reference
   `resnet_preprocessing.py`): training takes a random crop covering `area_range` of the image with
   aspect ratio in `aspect_ratio_range`, decoding only that window of the JPEG, resizes it to
@@ -32,6 +36,17 @@ def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
     """Resizes to size x size; returns float32 in 0..255 (bicubic may overshoot, so clip)."""
     image = tf.image.resize(image, [size, size], method=method)
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _resize_small(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, size: int,
+                  channels: int) -> tf.Tensor:
+    """The `small` style's resize to size x size, framed by `cfg.margin` zero pixels."""
+    if not 0 <= 2 * cfg.margin < size:
+        raise ValueError(f'dataset.margin={cfg.margin} must be >= 0 and leave room for the image '
+                         f'in {size}x{size} pixels')
+    inner = size - 2 * cfg.margin
+    image = _resize(_decode(image_bytes, channels), inner, cfg.interpolation)
+    return tf.pad(image, [[cfg.margin] * 2, [cfg.margin] * 2, [0, 0]]) if cfg.margin else image
 
 
 def _decode(image_bytes: tf.Tensor, channels: int) -> tf.Tensor:
@@ -93,7 +108,7 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, cfg: ml_collections.Con
         tf.random.experimental.stateless_split(seed, num=3))
     size = cfg.image_size
     if cfg.preprocess == 'small':
-        image = _resize(_decode(image_bytes, channels), size, cfg.interpolation)
+        image = _resize_small(image_bytes, cfg, size, channels)
         if cfg.crop_padding > 0:
             image = tf.pad(image, [[cfg.crop_padding] * 2, [cfg.crop_padding] * 2, [0, 0]])
             image = tf.image.stateless_random_crop(image, [size, size, channels], seed=crop_seed)
@@ -150,7 +165,7 @@ def eval_image(image_bytes: tf.Tensor, cfg: ml_collections.ConfigDict, channels:
     """The deterministic eval view, float32 0..255, at the eval resolution."""
     size = eval_resolution(cfg)
     if cfg.preprocess == 'small':
-        return _resize(_decode(image_bytes, channels), size, cfg.interpolation)
+        return _resize_small(image_bytes, cfg, size, channels)
     if cfg.preprocess == 'imagenet':
         window = _center_window(_image_shape(image_bytes, channels), cfg.eval_crop_fraction)
         return _resize(_decode_window(image_bytes, window, channels), size, cfg.interpolation)
@@ -164,4 +179,6 @@ def describe_eval(cfg: ml_collections.ConfigDict) -> dict:
                    'mean': list(cfg.mean), 'std': list(cfg.std)}
     if cfg.preprocess == 'imagenet':
         description['crop_fraction'] = cfg.eval_crop_fraction
+    if cfg.preprocess == 'small' and cfg.margin:
+        description['margin'] = cfg.margin
     return description

@@ -21,6 +21,7 @@ from jaxconv.models import (
     vgg,  # noqa: F401  (registers its names)
     xception,  # noqa: F401  (registers its names)
 )
+from jaxconv.models.features import LayerNotFoundError, features, list_layers  # noqa: F401
 from jaxconv.models.registry import UnknownModelError, create_model, list_models, register_model
 
 __all__ = ['UnknownModelError', 'create_model', 'list_models', 'register_model']
