@@ -16,11 +16,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import logging
 
 from jaxconv import models
-from jaxconv.train.checkpoint import Checkpointer
+from jaxconv.train.checkpoint import Checkpointer, NoReadableCheckpointError
 from jaxconv.train.state import stream_rngs
 
 
@@ -119,25 +117,13 @@ def _restore_newest(workdir: str, target: dict) -> tuple[int, dict]:
         raise RunError(f'{workdir} has no checkpoints/ yet; train it first (python -m '
                        'jaxconv.main --workdir ...) or wait for its first checkpoint')
     checkpointer = Checkpointer(workdir, keep=1)  # `keep` matters only when saving.
-    errors = []
     try:
-        for step in sorted(checkpointer.manager.all_steps(), reverse=True):
-            try:
-                restored = checkpointer.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(
-                        item=target, partial_restore=True,
-                        restore_args=ocp.checkpoint_utils.construct_restore_args(target))))
-            except Exception as error:  # Orbax and tensorstore raise many types.
-                errors.append(f'step {step}: {type(error).__name__}: '
-                              f'{str(error).splitlines()[0][:200] if str(error) else ""}')
-                logging.warning('checkpoint %s is unreadable; trying an older one', errors[-1])
-                continue
-            return step, restored['state']
+        return checkpointer.restore_subtree(target)
+    except NoReadableCheckpointError as error:
+        raise RunError(f'{error}; the model is rebuilt from config.json, which must be the config '
+                       'the checkpoints were saved with') from None
     finally:
         checkpointer.close()
-    raise RunError(f'no checkpoint in {workdir}/checkpoints could be read '
-                   f'({"; ".join(errors) or "there are none"}); the model is rebuilt from '
-                   'config.json, which must be the config the checkpoints were saved with')
 
 
 # ---- Images ----------------------------------------------------------------------------------

@@ -175,6 +175,36 @@ class Checkpointer:
                 f'{set_aside}); use a new --workdir to start over')
         return None
 
+    def restore_subtree(self, target: dict) -> tuple[int, dict]:
+        """(step, the `target` entries of the state) from the newest checkpoint that reads them.
+
+        `target` is a subset of the state's fields, e.g. {'params': ..., 'batch_stats': ...} as
+        ShapeDtypeStructs: the rest (optimizer, averages) is never read. For tools that only read
+        a run (inspection, fine-tuning's init_from): nothing is moved aside or written. Raises
+        NoReadableCheckpointError listing each step's failure when none reads.
+        """
+        # A PyTree handler reads a subset of a saved tree (partial restore); the Standard one
+        # that `save` uses would insist on the whole structure.
+        reader = ocp.CheckpointManager(self.directory, item_handlers={
+            'state': ocp.PyTreeCheckpointHandler()})
+        errors = []
+        for step in sorted(reader.all_steps(), reverse=True):
+            try:
+                restored = reader.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=target, partial_restore=True,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(target))))
+            except Exception as error:  # Orbax and tensorstore raise many types.
+                errors.append(f'step {step}: {_first_line(error)[:200]}')
+                logging.warning('checkpoint %s; trying an older one', errors[-1])
+                continue
+            reader.close()
+            return step, dict(restored['state'])
+        reader.close()
+        raise NoReadableCheckpointError(
+            f'no checkpoint in {self.directory} could be read '
+            f'({"; ".join(errors) or "there are none"})')
+
     def _set_aside(self, step: int, reason: str) -> None:
         source = os.path.join(self.directory, str(step))
         target = os.path.join(self.workdir, UNREADABLE_DIR, str(step))
