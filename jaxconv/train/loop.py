@@ -6,6 +6,7 @@ config -> data (this process's shard) -> global arrays on a 1-D `data` mesh -> j
 SIGTERM/SIGINT -> eval -> summary.json. It knows no model by name.
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -25,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxconv import models
 from jaxconv.data import pipeline, preprocess
-from jaxconv.train import optim, steps
+from jaxconv.train import cost, optim, steps
 from jaxconv.train.checkpoint import Checkpointer
 from jaxconv.train.state import TrainState, count_params, init_train_state
 from jaxconv.train.writer import MetricWriter
@@ -155,6 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # ---- Data ------------------------------------------------------------------------------
     builder = pipeline.get_builder(config.dataset)
     meta = pipeline.dataset_meta(builder, config.dataset)
+    splits = pipeline.data_splits(builder, config.dataset)  # With a minival, test waits to the end.
 
     # ---- Mesh ------------------------------------------------------------------------------
     devices = devices if devices is not None else jax.devices()
@@ -212,17 +214,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
                       in_shardings=(replicated, replicated, batch_sharding),
                       out_shardings=replicated, donate_argnums=(1,))
-    eval_data = pipeline.eval_batches(builder, config.dataset,
+    eval_data = pipeline.eval_batches(builder, config.dataset, split=splits.during_training,
                                       global_batch_size=config.train.eval_batch_size)
     step_key = jax.device_put(step_key, replicated)
 
-    def run_eval(state: TrainState) -> dict[str, float]:
+    def run_eval(state: TrainState, data: pipeline.EvalData = eval_data) -> dict[str, float]:
         """Raw weights' metrics, and with EMA on, the averaged weights' as ema_loss, ema_top1..."""
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
-        metrics = evaluate(eval_fn, variables, eval_data, batch_sharding, replicated)
+        metrics = evaluate(eval_fn, variables, data, batch_sharding, replicated)
         if config.train.ema_decay > 0:
             averaged = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
-            ema = evaluate(eval_fn, averaged, eval_data, batch_sharding, replicated)
+            ema = evaluate(eval_fn, averaged, data, batch_sharding, replicated)
             metrics.update({f'ema_{name}': value for name, value in ema.items()})
         return metrics
 
@@ -231,6 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     batches = pipeline.train_batches(builder, config.dataset, seed=config.seed,
                                      global_batch_size=global_batch, start_step=start_step)
     earlier_wall_seconds = record['wall_seconds']  # Spent by earlier runs in this workdir.
+    throughput = cost.Throughput(record)
 
     def new_sums() -> steps.Metrics:
         return jax.device_put(steps.zero_metrics(steps.TRAIN_METRICS), replicated)
@@ -264,10 +267,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 if _is_time(step, config.train.log_every, total_steps):
                     sums_host = jax.device_get(sums)  # The only device-to-host copy in training.
                     check_finite(sums_host, step)
+                    window_seconds = time.time() - window_time
+                    throughput.add_window(float(sums_host['count']), step - window_start,
+                                          window_seconds)
                     train_metrics = {
                         **steps.summarize(sums_host),
                         'lr': float(schedule(step - 1)),  # The LR the last step used.
-                        'img_per_sec': float(sums_host['count']) / (time.time() - window_time),
+                        'img_per_sec': float(sums_host['count']) / window_seconds,
                     }
                     writer.write(step, 'train', train_metrics)
                     progress.set_postfix(loss=f'{train_metrics["loss"]:.4f}',
@@ -277,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 if _is_time(step, config.train.eval_every, total_steps):
                     eval_start = time.time()
                     eval_metrics = run_eval(state)
-                    writer.write(step, 'eval', eval_metrics)
+                    writer.write(step, 'eval', eval_metrics, dataset_split=eval_data.split)
                     _update_best(record, eval_metrics, step)
                     progress.write(f'step {step}: ' + ', '.join(
                         f'{name} {value:.4f}' for name, value in eval_metrics.items()))
@@ -293,6 +299,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     raise TrainingInterrupted(step, stop.signum)
         if eval_metrics is None:  # Re-run of a finished workdir: evaluate what is there.
             eval_metrics = run_eval(state)
+        final_metrics = eval_metrics
+        if splits.minival:  # Every selection used minival; now the test split, read once.
+            test_data = pipeline.eval_batches(builder, config.dataset, split=splits.test,
+                                              global_batch_size=config.train.eval_batch_size)
+            final_metrics = run_eval(state, test_data)
+            writer.write(total_steps, 'eval', final_metrics, dataset_split=splits.test,
+                         wandb_section='test')
 
         summary = {
             'model': config.model.name,
@@ -302,8 +315,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             'epochs': config.train.epochs,
             'global_batch_size': global_batch,
             'devices': len(devices),
-            **{f'final_{name}': value for name, value in eval_metrics.items()},
+            **{f'final_{name}': value for name, value in final_metrics.items()},
             **{name: value for name, value in record.items() if name.startswith('best_')},
+            **({f'minival_{name}': value for name, value in eval_metrics.items()}
+               if splits.minival else {}),
+            'splits': dataclasses.asdict(splits),  # TFDS expressions of train, minival, test.
+            'metrics_from': {'final_*': 'test', 'best_*': 'minival' if splits.minival else 'test',
+                             **({'minival_*': 'minival'} if splits.minival else {})},
+            **cost.model_facts(model, config.dataset.image_size, meta.channels),
+            **throughput.summary(),
             'wall_seconds': earlier_wall_seconds + time.time() - wall_start,
             'eval_preprocessing': preprocess.describe_eval(config.dataset),
             'config': json.loads(config.to_json_best_effort()),  # Every switch, beside the result.

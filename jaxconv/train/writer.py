@@ -2,7 +2,7 @@
 
 metrics.jsonl is append-only, so a resumed run never loses what an earlier one wrote; if a crash
 came between a log and the next checkpoint, the steps after that checkpoint appear twice, and
-`read_metrics` keeps the newest record per (step, split).
+`read_metrics` keeps the newest record per (step, split, dataset split).
 """
 
 import json
@@ -71,12 +71,17 @@ class MetricWriter:
             f.write(run_id)
         return run_id
 
-    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    def write(self, step: int, split: str, metrics: dict[str, float], *,
+              dataset_split: str | None = None, wandb_section: str | None = None) -> None:
+        """One record; eval records name the TFDS split they read (minival or test)."""
         if not self.active:
             return
-        self._jsonl.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+        fields = {} if dataset_split is None else {'dataset_split': dataset_split}
+        self._jsonl.write(json.dumps({'step': step, 'split': split, **fields, **metrics}) + '\n')
         if self.run is not None:
-            self.run.log({f'{split}/{name}': value for name, value in metrics.items()}, step=step)
+            section = wandb_section or split
+            self.run.log({f'{section}/{name}': value for name, value in metrics.items()},
+                         step=step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if not self.active:
@@ -95,10 +100,10 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of metrics.jsonl, the newest per (step, split), ordered by step."""
+    """The records of metrics.jsonl, the newest per (step, split, dataset split), by step."""
     newest = {}
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
         for line in f:
             record = json.loads(line)
-            newest[(record['step'], record['split'])] = record
+            newest[(record['step'], record['split'], record.get('dataset_split'))] = record
     return sorted(newest.values(), key=lambda r: (r['step'], r['split']))
