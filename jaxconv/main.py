@@ -101,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
     if jax.process_index() == 0:
+        best_split = summary['metrics_from']['best_*']  # minival when one is held out.
         print(f'{summary["model"]} on {summary["dataset"]}: {summary["steps"]} steps in '
-              f'{summary["wall_seconds"]:.0f} s; eval top-1 {summary["final_top1"]:.4f}, '
-              f'top-5 {summary["final_top5"]:.4f} (best top-1 {summary["best_top1"]:.4f} at step '
-              f'{summary["best_step"]}); results in {_WORKDIR.value}')
+              f'{summary["wall_seconds"]:.0f} s; test top-1 {summary["final_top1"]:.4f}, '
+              f'top-5 {summary["final_top5"]:.4f} (best {best_split} top-1 '
+              f'{summary["best_top1"]:.4f} at step {summary["best_step"]}); results in '
+              f'{_WORKDIR.value}')
     return 0
 
 
