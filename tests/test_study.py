@@ -368,3 +368,42 @@ def test_slurm_flags_reach_the_job_array_submitit_submits(tmp_path, monkeypatch)
         assert f'#SBATCH {directive}\n' in script
     # submitit warns the task before the time limit; SlurmTask.checkpoint then stops the trainer.
     assert '#SBATCH --signal=USR2@' in script
+
+
+def test_a_staged_study_defines_later_runs_from_earlier_results(tmp_path, monkeypatch):
+    """Round 2 exists once round 1 has finished and starts from round 1's best minival run
+    (coarse-to-fine); the launcher is a stand-in that 'trains' by writing summaries."""
+    monkeypatch.chdir(REPO)
+    study_file = tmp_path / 'staged.py'
+    study_file.write_text(textwrap.dedent('''
+        from jaxconv import study
+
+        def get_study(arg, results):
+            first = study.grid_runs('configs/lenet5_digits.py',
+                                    study.sweep('config.optim.base_lr', [0.1, 0.2, 0.4]))
+            names = [run.name for run in first]
+            if not results.done(names):
+                return study.Study(first, waiting='round 2 starts from round 1\\'s best')
+            best = results.summary(results.best(names))['config']['optim']['base_lr']
+            return study.Study(first + [
+                study.Run(f'round2-{i}', 'configs/lenet5_digits.py', {'optim.base_lr': lr})
+                for i, lr in enumerate((best / 2, best * 2))])
+    '''))
+    minival = {0.1: 0.5, 0.2: 0.9, 0.4: 0.7}  # Round 1's winner: 0.2.
+    launched = []
+
+    def fake_launch(self, planned):
+        launched.append([item.run.name for item in planned])
+        for item in planned:
+            lr = item.run.overrides['optim.base_lr']
+            _write(os.path.join(item.task.run_dir, 'summary.json'), {
+                'final_top1': 0.5, 'minival_top1': minival.get(lr, 0.8),
+                'config': {'optim': {'base_lr': lr}, 'wandb': {'mode': 'disabled'}}})
+        return {item.run.name: 'finished' for item in planned}
+
+    monkeypatch.setattr(launch.LocalLauncher, 'launch', fake_launch)
+    workdir = str(tmp_path / 'study')
+    assert cli.main(['run', str(study_file), f'--workdir={workdir}']) == 0
+    assert launched == [['base_lr=0.1', 'base_lr=0.2', 'base_lr=0.4'], ['round2-0', 'round2-1']]
+    round2 = [records.read_summary(os.path.join(workdir, f'round2-{i}')) for i in (0, 1)]
+    assert [s['config']['optim']['base_lr'] for s in round2] == [0.1, 0.4]  # 0.2 / 2, 0.2 * 2.

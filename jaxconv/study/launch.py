@@ -96,7 +96,7 @@ class LocalLauncher:
         self.slots = list(slots)
         self.interrupted: int | None = None  # The signal that stopped the study.
         self._processes: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # Also taken by the signal handler, in whichever frame.
 
     def _started(self, process: subprocess.Popen) -> None:
         with self._lock:

@@ -62,9 +62,13 @@ def _ending(code: int) -> str:
     return 'finished' if code == 0 else 'failed'
 
 
+def _process_id() -> int:
+    """In a multi-node Slurm run every node runs the task; process 0 records it."""
+    return int(os.environ.get('SLURM_PROCID', '0'))
+
+
 def _is_lead_process() -> bool:
-    """In a multi-node Slurm run every node runs the task; only the first records it."""
-    return int(os.environ.get('SLURM_PROCID', '0')) == 0
+    return _process_id() == 0
 
 
 def execute(task: Task, *, echo: bool = True,
@@ -75,7 +79,8 @@ def execute(task: Task, *, echo: bool = True,
     lead = _is_lead_process()
     os.makedirs(task.run_dir, exist_ok=True)
     launch_path = os.path.join(task.run_dir, records.LAUNCH)
-    log_path = os.path.join(task.run_dir, records.LOG)
+    # The other nodes of a multi-node run keep their own logs beside the lead's.
+    log_path = os.path.join(task.run_dir, records.LOG if lead else f'train.{_process_id()}.log')
     previous = records.read_json(launch_path) or {}
     record = {'state': 'running', 'attempt': previous.get('attempt', 0) + 1,
               'host': socket.gethostname(), 'started': _now(), 'log': log_path,
@@ -103,8 +108,10 @@ def execute(task: Task, *, echo: bool = True,
     if ending == 'finished' and records.read_summary(task.run_dir) is None and lead:
         ending = 'failed'  # Exit 0 without a summary is not a result.
     if lead:
-        record.update(state=ending, pid=process.pid, ended=_now(), exit_code=code,
-                      error=last_error_line(log_path, log_start) if ending == 'failed' else '')
+        error = last_error_line(log_path, log_start) if ending == 'failed' else ''
+        if ending == 'failed' and code < 0:  # SIGKILL is what the out-of-memory killer sends.
+            error = f'killed by {signal.Signals(-code).name}; last line: {error}'
+        record.update(state=ending, pid=process.pid, ended=_now(), exit_code=code, error=error)
         records.write_json(launch_path, record)
     return ending
 
