@@ -12,17 +12,19 @@ training and any "best" use it, and the test split is read once, at the end.
       --launcher=slurm --gpus-per-node=8 --nodes=4 -- --config.dataset.data_dir=/data/tfds
 
 `:smoke` is ResNet-18 at half its depth and an eighth of its width (one basic block of 8-64
-channels per stage) on the embedded digits at 32x32, batch 128, 10% of train as minival, every epoch count
-of the recipe scaled by 2/90 (the 90-epoch baseline trains 2 epochs, 21 steps; from +epochs on 350
-epochs become 7.8, 79 steps), and RandAugment's magnitude by 32/256 (its translation and cutout
-are in pixels, so this keeps their share of the image). Expected on a 2-core CPU: the whole study
-in about 5 minutes (README, "Studies", has its table). Its numbers test the machinery, not the
-recipe: eight epochs of digits are not ImageNet.
+channels per stage) on the embedded digits at 32x32, batch 128, 10% of train as minival. Every
+epoch count of the recipe is scaled by 2/90 (the 90-epoch rungs train 2 epochs, 21 steps; from
++epochs on, 350 epochs become 7.8, 79 steps), and RandAugment's magnitude by 32/256 (its
+translation and cutout are in pixels, so this keeps their share of the image). README ("Studies")
+has its table and figure: 29 minutes on the shared 2-core CPU machine under a load average of
+about 10 (540 CPU-seconds). Its numbers test the machinery, not the recipe: eight epochs of digits
+on a network with 8-64 channels are not ImageNet (RandAugment, for one, costs about 50 points).
 
 `:paper` is Table 1 itself: ResNet-200 at 256x256 on ImageNet, batch 4096, 90 then 350 epochs,
 with 1% of train held out as minival (big_vision's `train[99%:]`; set
 `--config.dataset.minival_fraction=0` after `--` to train on all of it, as the TF reference did).
-Expected: the published column, 79.0 -> 83.4 top-1 on the validation split.
+Target: the published column, 79.0 -> 83.4 top-1 on the validation split (not yet run here: it
+needs a GPU cluster, about 350 epochs of ResNet-200 per rung).
 """
 
 from configs import resnet_rs
@@ -56,7 +58,8 @@ def _rung_runs(preset: str) -> list[study.Run]:
             recipe = study.Run(rung, f'{CONFIG}:rung={rung}').config_dict()  # At ImageNet scale.
             # TF RandAugment translates and cuts out in pixels (150 px and a 120 px square at
             # M=15): on a 32 px digit that blanks the image. Scaling M by 32/256 moves and cuts the
-            # same fraction of the image as the recipe does at 256 px (colour ops get milder).
+            # same fraction of the image as the recipe does at 256 px. The colour ops change too:
+            # most get milder, Solarize and Posterize harsher (their strength falls with level).
             pixel_scale = run.config_dict().dataset.image_size / recipe.dataset.image_size
             overrides = {
                 **SMOKE_OVERRIDES,
