@@ -153,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
     if jax.process_index() == 0:
+        best_split = summary['metrics_from']['best_*']  # minival when one is held out.
         try:
             print(f'{summary["model"]} on {summary["dataset"]}: {summary["steps"]} steps in '
-                  f'{summary["wall_seconds"]:.0f} s; eval top-1 {summary["final_top1"]:.4f}, '
-                  f'top-5 {summary["final_top5"]:.4f} (best top-1 {summary["best_top1"]:.4f} at '
-                  f'step {summary["best_step"]}); results in {_WORKDIR.value}', flush=True)
+                  f'{summary["wall_seconds"]:.0f} s; test top-1 {summary["final_top1"]:.4f}, '
+                  f'top-5 {summary["final_top5"]:.4f} (best {best_split} top-1 '
+                  f'{summary["best_top1"]:.4f} at step {summary["best_step"]}); results in '
+                  f'{_WORKDIR.value}', flush=True)
         except BrokenPipeError:  # `... | head` closed stdout; the run itself succeeded.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

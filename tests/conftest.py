@@ -12,7 +12,7 @@ os.environ.pop('WANDB_API_KEY', None)  # Tests never log online.
 import pytest  # noqa: E402
 
 # The longest tests start first, so that pytest-xdist's two workers finish together.
-RUN_FIRST = ('test_whole_ladder_runs_rung_by_rung_through_the_cli',
+RUN_FIRST = ('test_smoke_ladder_survives_sigterm_and_a_failing_rung',
              'test_default_job_trains_lenet5_on_digits')
 
 

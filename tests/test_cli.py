@@ -27,11 +27,12 @@ def test_default_job_trains_lenet5_on_digits(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((workdir / 'summary.json').read_text())
     assert summary['final_top1'] >= 0.97
-    assert f'eval top-1 {summary["final_top1"]:.4f}' in result.stdout  # The final summary line.
+    assert f'test top-1 {summary["final_top1"]:.4f}' in result.stdout  # The final summary line.
     assert json.loads((workdir / 'config.json').read_text())['model']['name'] == 'lenet5'
     records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-    assert records[-1] == {'step': summary['steps'], 'split': 'eval', 'loss': summary['final_loss'],
-                           'top1': summary['final_top1'], 'top5': summary['final_top5']}
+    assert records[-1] == {'step': summary['steps'], 'split': 'eval', 'dataset_split': 'test',
+                           'loss': summary['final_loss'], 'top1': summary['final_top1'],
+                           'top5': summary['final_top5']}
     assert str(summary['steps']) in os.listdir(workdir / 'checkpoints')
     offline_runs = glob.glob(str(workdir / 'wandb' / 'offline-run-*' / 'run-*.wandb'))
     assert len(offline_runs) == 1  # No credentials: W&B logged offline, for `wandb sync`.

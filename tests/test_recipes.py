@@ -1,10 +1,8 @@
-"""Recipe presets: the ResNet-RS ladder changes one switch per rung, and runs through the CLI."""
+"""Recipe presets: the ResNet-RS ladder changes one switch per rung (tests/test_study_runs.py
+trains it as a study)."""
 
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -144,35 +142,6 @@ def test_diff_command_prints_the_differing_keys(capsys):
     assert recipes.main(['diff', f'{LADDER}:+ema', f'{LADDER}:+label_smoothing']) == 0
     assert capsys.readouterr().out == 'train.label_smoothing: 0.0 -> 0.1\n'
     assert recipes.main(['diff', f'{LADDER}:nope=1', f'{LADDER}']) == 2
-
-
-def test_whole_ladder_runs_rung_by_rung_through_the_cli(tmp_path, digits_dir):
-    """ResNet-18 on digits, 9 steps a rung: every rung writes a summary and a table row.
-
-    Halved in depth and quartered in width (one block of 16-128 channels per stage) to keep the
-    eleven rungs' compiles short.
-    """
-    environ = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, 'experiments', 'ladder.py'),
-         f'--config={LADDER}:depth=18,dataset=digits', f'--workdir={tmp_path}', '--',
-         '--config.train.steps=9', '--config.train.batch_size=16',
-         '--config.optim.warmup_epochs=0', '--config.train.eval_batch_size=64',
-         '--config.dataset.eval_split=test[:64]', f'--config.dataset.data_dir={digits_dir}',
-         '--config.wandb.mode=disabled', '--config.model.kwargs.depth_multiplier=0.5',
-         '--config.model.kwargs.width_multiplier=0.25'],
-        cwd=REPO, env=environ, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((tmp_path / 'ladder.json').read_text())
-    assert [row['rung'] for row in rows] == list(resnet_rs.RUNGS)
-    for row in rows:
-        summary = json.loads((tmp_path / row['rung'] / 'summary.json').read_text())
-        assert summary['steps'] == 9 and row['top1'] == pytest.approx(100 * summary['final_top1'])
-    assert rows[3]['ema_top1'] is not None and rows[0]['ema_top1'] is None  # From +ema on.
-    assert rows[3]['switch'] == "model.kwargs.bn_momentum=0.0, train.ema_decay=0.9999"
-    assert rows[-1]['switch'] == "model.kwargs.stem_pool='conv', model.name='resnet18d'"
-    assert rows[-1]['published_top1'] == 83.4
-    assert (tmp_path / 'ladder.md').read_text().startswith('| rung | switch | top-1 |')
 
 
 # tensorflow/tpu efficientnet/README.md, the AutoAugment and RandAugment rows (top-1 %).

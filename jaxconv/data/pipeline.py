@@ -7,6 +7,10 @@ checkpoint at step j < k: `train_batches(..., start_step=j)` skips j batches wit
 
 Evaluation covers the split exactly once: every process pads its shard to the same number of
 batches with masked examples (`mask` 0), and the trainer sums correct predictions over mask 1 only.
+
+`dataset.minival_fraction` holds the last fraction of the train split out as a minival (big_vision's
+`train[99%:]` habit): `data_splits` turns it into two disjoint TFDS ranges of the train split, so
+the trainer can select on minival and read the test split once, at the end.
 """
 
 import dataclasses
@@ -87,6 +91,47 @@ def _not_prepared_message(builder: tfds.core.DatasetBuilder, data_dir: str) -> s
             f'{name}/ folder there')
 
 
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The TFDS split expressions one run reads."""
+
+    train: str  # What trains: dataset.train_split without its minival.
+    minival: str | None  # Held out of dataset.train_split; None when minival_fraction is 0.
+    test: str  # dataset.eval_split.
+
+    @property
+    def during_training(self) -> str:
+        """What periodic evals and every "best" selection read: minival when there is one."""
+        return self.minival or self.test
+
+
+def data_splits(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDict) -> Splits:
+    """Carves `cfg.minival_fraction` off the end of the train split, as absolute example ranges.
+
+    The ranges are positions in the prepared files, so the carve is the same on every process and
+    every run, and the two ranges share no example.
+    """
+    fraction = cfg.minival_fraction
+    if not fraction:
+        return Splits(cfg.train_split, None, cfg.eval_split)
+    if not 0 < fraction < 1:
+        raise DataError(f'dataset.minival_fraction={fraction} must be in [0, 1) (0: no minival)')
+    ranges = tfds.core.ReadInstruction.from_spec(cfg.train_split).to_absolute(builder.info.splits)
+    if len(ranges) != 1:
+        raise DataError(f'dataset.minival_fraction needs one contiguous dataset.train_split (such '
+                        f'as train or train[:50%]), not {cfg.train_split!r}')
+    (split_range,) = ranges
+    start = split_range.from_ or 0
+    end = (builder.info.splits[split_range.splitname].num_examples if split_range.to is None
+           else split_range.to)
+    held_out = round(fraction * (end - start))
+    if not 0 < held_out < end - start:
+        raise DataError(f'dataset.minival_fraction={fraction} of the {end - start} examples in '
+                        f'{cfg.train_split!r} leaves {held_out} for minival; raise or lower it')
+    name, boundary = split_range.splitname, end - held_out
+    return Splits(f'{name}[{start}:{boundary}]', f'{name}[{boundary}:{end}]', cfg.eval_split)
+
+
 def _process_split(split: str, drop_remainder: bool) -> str:
     return tfds.even_splits(split, n=jax.process_count(),
                             drop_remainder=drop_remainder)[jax.process_index()]
@@ -110,7 +155,7 @@ def dataset_meta(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDi
     return DatasetMeta(
         num_classes=builder.info.features[label_key].num_classes,
         num_train_examples=builder.info.splits[
-            _process_split(cfg.train_split, drop_remainder=True)].num_examples,
+            _process_split(data_splits(builder, cfg).train, drop_remainder=True)].num_examples,
         num_eval_examples=splits['eval_split'],
         channels=builder.info.features[image_key].shape[-1])
 
@@ -141,7 +186,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
     """
     meta = dataset_meta(builder, cfg)
     batch_size = global_batch_size // jax.process_count()
-    base = _read(builder, _process_split(cfg.train_split, drop_remainder=True))
+    base = _read(builder, _process_split(data_splits(builder, cfg).train, drop_remainder=True))
     if cfg.cache:
         base = base.cache()
 
@@ -173,14 +218,17 @@ class EvalData:
     dataset: tf.data.Dataset  # Re-iterable; per-process {'image' (uint8), 'label', 'mask'} batches.
     num_batches: int  # The same on every process, so collectives line up.
     num_examples: int  # Real (unmasked) examples over all processes.
+    split: str  # The TFDS split expression read.
 
 
 def eval_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDict, *,
-                 global_batch_size: int) -> EvalData:
-    """The eval split once, padded with masked examples to whole batches on every process."""
+                 global_batch_size: int, split: str | None = None) -> EvalData:
+    """`split` (default: the eval split) once, padded with masked examples to whole batches on
+    every process."""
     meta = dataset_meta(builder, cfg)
+    split = split or cfg.eval_split
     batch_size = global_batch_size // jax.process_count()
-    shards = tfds.even_splits(cfg.eval_split, n=jax.process_count(), drop_remainder=False)
+    shards = tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)
     largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
     num_batches = math.ceil(largest_shard / batch_size)
     shard = shards[jax.process_index()]
@@ -201,4 +249,5 @@ def eval_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDi
     ds = ds.concatenate(padding).batch(batch_size)
     if cfg.cache:
         ds = ds.cache()
-    return EvalData(_options(ds.prefetch(cfg.prefetch)), num_batches, meta.num_eval_examples)
+    return EvalData(_options(ds.prefetch(cfg.prefetch)), num_batches,
+                    builder.info.splits[split].num_examples, split)

@@ -11,6 +11,7 @@ failures it survives, each with its test.
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -29,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxconv import models
 from jaxconv.data import pipeline, preprocess
-from jaxconv.train import optim, steps
+from jaxconv.train import cost, optim, steps
 from jaxconv.train import recipe as recipes
 from jaxconv.train.checkpoint import (
     Checkpointer,
@@ -175,6 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     recipes.validate_config(config)
     builder = pipeline.get_builder(config.dataset)
     meta = pipeline.dataset_meta(builder, config.dataset)
+    splits = pipeline.data_splits(builder, config.dataset)  # With a minival, test waits to the end.
     devices = devices if devices is not None else jax.devices()
     mesh = jax.sharding.Mesh(np.asarray(devices), ('data',))
     replicated = NamedSharding(mesh, P())
@@ -253,17 +255,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                             normalization=recipe.normalization),
                           in_shardings=(replicated, replicated, batch_sharding),
                           out_shardings=replicated, donate_argnums=(1,))
-        eval_data = pipeline.eval_batches(builder, config.dataset,
+        eval_data = pipeline.eval_batches(builder, config.dataset, split=splits.during_training,
                                           global_batch_size=recipe.eval_batch_size)
         step_key = jax.device_put(step_key, replicated)
 
-        def run_eval(state: TrainState) -> dict[str, float]:
+        def run_eval(state: TrainState, data: pipeline.EvalData = eval_data) -> dict[str, float]:
             """Raw weights' metrics, and with EMA on, the averaged weights' as ema_loss, ..."""
             variables = {'params': state.params, 'batch_stats': state.batch_stats}
-            metrics = evaluate(eval_fn, variables, eval_data, batch_sharding, replicated)
+            metrics = evaluate(eval_fn, variables, data, batch_sharding, replicated)
             if recipe.use_ema:
                 averaged = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
-                ema = evaluate(eval_fn, averaged, eval_data, batch_sharding, replicated)
+                ema = evaluate(eval_fn, averaged, data, batch_sharding, replicated)
                 metrics.update({f'ema_{name}': value for name, value in ema.items()})
             return metrics
 
@@ -278,6 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                          global_batch_size=global_batch,
                                          start_example=examples_at_start // jax.process_count())
         earlier_wall_seconds = record['wall_seconds']  # Spent by earlier runs in this workdir.
+        throughput = cost.Throughput(record)
 
         def new_sums(saved: dict | None = None) -> steps.Metrics:
             host = steps.zero_metrics(steps.TRAIN_METRICS)
@@ -332,10 +335,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     if _is_time(step, config.train.log_every, total_steps):
                         sums_host = jax.device_get(sums)  # The only device-to-host copy here.
                         check_finite(sums_host, step)
+                        window_seconds = time.time() - window_time
+                        throughput.add_window(timed_steps * global_batch, timed_steps,
+                                              window_seconds)
                         train_metrics = {
                             **steps.summarize(sums_host),
                             'lr': learning_rate(step - 1),  # The LR the last step used.
-                            'img_per_sec': timed_steps * global_batch / (time.time() - window_time),
+                            'img_per_sec': timed_steps * global_batch / window_seconds,
                         }
                         writer.write(step, 'train', train_metrics)
                         progress.set_postfix(loss=f'{train_metrics["loss"]:.4f}',
@@ -347,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     if _is_time(step, config.train.eval_every, total_steps):
                         eval_start = time.time()
                         eval_metrics = run_eval(state)
-                        writer.write(step, 'eval', eval_metrics)
+                        writer.write(step, 'eval', eval_metrics, dataset_split=eval_data.split)
                         _update_best(record, eval_metrics, step)
                         progress.write(f'step {step}: ' + ', '.join(
                             f'{name} {value:.4f}' for name, value in eval_metrics.items()))
@@ -363,6 +369,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         raise TrainingInterrupted(step, stop.signum or signal.SIGTERM)
                 if eval_metrics is None:  # Re-run of a finished workdir: evaluate what is there.
                     eval_metrics = run_eval(state)
+                final_metrics = eval_metrics
+                if splits.minival:  # Every selection used minival; now the test split, read once.
+                    test_data = pipeline.eval_batches(builder, config.dataset, split=splits.test,
+                                                      global_batch_size=recipe.eval_batch_size)
+                    final_metrics = run_eval(state, test_data)
+                    writer.write(state_step, 'eval', final_metrics, dataset_split=splits.test,
+                                 wandb_section='test')
             checkpointer.wait()  # The final checkpoint landed before the summary says so.
         except (TrainingInterrupted, NonFiniteLossError, NonFiniteStateError,
                 CheckpointWriteError):
@@ -380,8 +393,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             'epochs': record['examples_seen'] / examples_per_epoch,
             'global_batch_size': global_batch,
             'devices': len(devices),
-            **{f'final_{name}': value for name, value in eval_metrics.items()},
+            **{f'final_{name}': value for name, value in final_metrics.items()},
             **{name: value for name, value in record.items() if name.startswith('best_')},
+            **({f'minival_{name}': value for name, value in eval_metrics.items()}
+               if splits.minival else {}),
+            'splits': dataclasses.asdict(splits),  # TFDS expressions of train, minival, test.
+            'metrics_from': {'final_*': 'test', 'best_*': 'minival' if splits.minival else 'test',
+                             **({'minival_*': 'minival'} if splits.minival else {})},
+            **cost.model_facts(model, config.dataset.image_size, meta.channels),
+            **throughput.summary(),
             'wall_seconds': earlier_wall_seconds + time.time() - wall_start,
             'eval_preprocessing': preprocess.describe_eval(config.dataset),
             'config': json.loads(config.to_json_best_effort()),  # Every switch, beside the result.

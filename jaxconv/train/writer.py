@@ -2,8 +2,8 @@
 
 metrics.jsonl is append-only, so a resumed run never loses what an earlier one wrote; if a crash
 came between a log and the next checkpoint, the steps after that checkpoint appear twice, and
-`read_metrics` keeps the newest record per (step, split). A line torn by a crash mid-write is cut
-off when a run resumes, and skipped by `read_metrics`.
+`read_metrics` keeps the newest record per (step, split, dataset split). A line torn by a crash
+mid-write is cut off when a run resumes, and skipped by `read_metrics`.
 
 W&B can never take training down: a failure of W&B (its process killed, its connection lost) is
 reported in one line, W&B is dropped for the rest of the run, and the local files go on. Without
@@ -207,12 +207,16 @@ class MetricWriter:
         except Exception:  # The connection is gone; this only unregisters its exit hook.
             pass
 
-    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    def write(self, step: int, split: str, metrics: dict[str, float], *,
+              dataset_split: str | None = None, wandb_section: str | None = None) -> None:
+        """One record; eval records name the TFDS split they read (minival or test)."""
         if not self.active:
             return
-        self._jsonl.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+        fields = {} if dataset_split is None else {'dataset_split': dataset_split}
+        self._jsonl.write(json.dumps({'step': step, 'split': split, **fields, **metrics}) + '\n')
+        section = wandb_section or split
         self._to_wandb(lambda run: run.log(
-            {f'{split}/{name}': value for name, value in metrics.items()}, step=step))
+            {f'{section}/{name}': value for name, value in metrics.items()}, step=step))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Writes summary.json; a summary with NaN/inf raises and leaves the earlier one."""
@@ -235,7 +239,7 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of metrics.jsonl, the newest per (step, split), ordered by step.
+    """The records of metrics.jsonl, the newest per (step, split, dataset split), by step.
 
     Lines that are not JSON (one torn by a crash mid-write) are skipped with a warning.
     """
@@ -247,7 +251,7 @@ def read_metrics(workdir: str) -> list[dict]:
             except ValueError:
                 skipped += 1
                 continue
-            newest[(record['step'], record['split'])] = record
+            newest[(record['step'], record['split'], record.get('dataset_split'))] = record
     if skipped:
         logging.warning('%s/metrics.jsonl: skipped %d torn line(s)', workdir, skipped)
     return sorted(newest.values(), key=lambda r: (r['step'], r['split']))
