@@ -184,8 +184,8 @@ def test_ladder_table_compares_ema_top1_from_the_ema_rung_on(tmp_path, monkeypat
     assert by_run['+label_smoothing']['status'] == 'failed'
     assert by_run['+label_smoothing']['delta'] is None
     assert by_run['+se']['status'] == 'pending'
-    assert '| +ema | done | model.kwargs.bn_momentum=0, train.ema_decay=0.9999 | 70.00 | 83.00 | 83.00 | +4.00 | +3.00 |' in (
-        markdown)
+    assert ('| +ema | done | model.kwargs.bn_momentum=0, train.ema_decay=0.9999 | 70.00 | 83.00 '
+            '| 83.00 | +4.00 | +3.00 |') in markdown
     assert '- +label_smoothing: jaxconv: error: x' in markdown
     with open(tmp_path / 'table.csv') as f:
         csv_rows = list(csv.DictReader(f))
