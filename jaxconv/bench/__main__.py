@@ -11,6 +11,9 @@ JAX sees (one `data` mesh). `--compare torch` times the PyTorch counterparts in 
 (`torch_side.py`); `--pipeline` the input pipeline per CPU core against timm's
 (`input_pipeline.py`); `--chart DIR` draws the complexity chart (`complexity.py`).
 
+`--profile DIR` traces a few train steps (and PyTorch's channels-last ones) and shows where the
+time goes by kind of operation (`profile.py`).
+
 `--smoke`: every registered model at the smallest resolution it runs at (32 px and up), batch 8,
 2 timed steps, to show that everything runs. `--static`: parameters and multiply-adds only,
 nothing compiled. The JSON is rewritten after each model, so an interrupted run keeps what it
@@ -55,6 +58,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--chart', metavar='DIR', default=None,
                         help='write complexity.png and complexity.csv there')
     parser.add_argument('--json', metavar='OUT', default=None)
+    parser.add_argument('--profile', metavar='DIR', default=None,
+                        help='trace a few train steps there and show where their time goes')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--smoke', action='store_true')
     mode.add_argument('--static', action='store_true')
@@ -87,6 +92,9 @@ def _check(args: argparse.Namespace) -> list[str]:
                 'pipeline_images', 'pipeline_files'):
         if getattr(args, key) < 1:
             raise BenchError(f'--{key.replace("_", "-")} must be at least 1')
+    if args.pipeline and args.pipeline_cores > len(os.sched_getaffinity(0)):
+        raise BenchError(f'--pipeline-cores {args.pipeline_cores} is more than the '
+                         f'{len(os.sched_getaffinity(0))} CPU cores this process may use')
     if args.warmup < 1:
         raise BenchError('--warmup must be at least 1 (the first call is checked, not timed)')
     modes = [m for m in args.torch_modes.split(',') if m]
@@ -156,6 +164,8 @@ def _error_line(error: BaseException) -> str:
 def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
+    if args.compare:  # On a GPU, leave PyTorch room: JAX would otherwise take 75% up front.
+        os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     try:
         names = _check(args)
     except BenchError as e:
@@ -190,7 +200,7 @@ def run(argv: list[str] | None = None) -> int:
                 row = measure.benchmark_model(
                     name, batch=args.batch, resolution=resolution, dtype=args.dtype,
                     steps=args.steps, warmup=args.warmup, channels=args.channels,
-                    num_classes=args.num_classes)
+                    num_classes=args.num_classes, profile_dir=args.profile)
         except Exception as e:  # One model failing (e.g. out of memory) does not stop the rest.
             row, failed = {'model': name, 'error': _error_line(e)}, True
         results.data['models'].append(row)
@@ -200,7 +210,8 @@ def run(argv: list[str] | None = None) -> int:
             results.data['torch'] += torch_side.benchmark_torch(
                 name, batch=args.batch, resolution=row['resolution'], dtype=args.dtype,
                 steps=args.steps, warmup=args.warmup, modes=tuple(args.torch_modes.split(',')),
-                channels=args.channels, num_classes=args.num_classes)
+                channels=args.channels, num_classes=args.num_classes,
+                profile_calls=min(args.steps, measure.PROFILE_CALLS) if args.profile else 0)
         results.save()
         jax.clear_caches()  # Executables of earlier models are not needed again.
         print(f'done: {name}' + (f' ({row["error"]})' if 'error' in row else ''),
@@ -211,6 +222,8 @@ def run(argv: list[str] | None = None) -> int:
                report.model_table(rows) + '\n\n' + report.checks_table(rows)) + '\n')
     if results.data['torch']:
         print(report.torch_table({r['model']: r for r in rows}, results.data['torch']) + '\n')
+    if args.profile:
+        print(report.profile_table(rows, results.data['torch']) + '\n')
 
     if args.pipeline:
         from jaxconv.bench import input_pipeline
@@ -219,7 +232,7 @@ def run(argv: list[str] | None = None) -> int:
             results.data['pipeline'] = input_pipeline.benchmark_pipelines(
                 work, cores=args.pipeline_cores, batch=min(args.batch, 32),
                 images=args.pipeline_images, files=args.pipeline_files, resolution=224,
-                layers=2, magnitude=9)
+                randaugments=[(0, 0.0), (2, 9.0)])
         results.save()
         failed |= any('error' in r for r in results.data['pipeline'])
         print(report.pipeline_table(results.data['pipeline']) + '\n')

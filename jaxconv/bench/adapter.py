@@ -72,12 +72,18 @@ def data_mesh(devices: list | None = None) -> jax.sharding.Mesh:
 def init_state(config: ml_collections.ConfigDict, model: nn.Module,
                tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
                channels: int) -> TrainState:
-    """The full train state, initialised into place (replicated), as loop.py does."""
+    """The full train state, initialised into place (replicated), as loop.py does.
+
+    The key is an RBG one: the values are as random, and XLA:CPU compiles the initialisers about
+    twice as fast as with the default Threefry (the init is not what is measured; the step's own
+    random streams keep the trainer's generator).
+    """
     size = config.dataset.image_size
     init_fn = functools.partial(init_train_state, model=model, tx=tx,
                                 image_shape=(size, size, channels),
                                 with_ema=config.train.ema_decay > 0)
-    return jax.jit(init_fn, out_shardings=NamedSharding(mesh, P()))(jax.random.key(config.seed))
+    key = jax.random.key(config.seed, impl='rbg')
+    return jax.jit(init_fn, out_shardings=NamedSharding(mesh, P()))(key)
 
 
 def trainer_train_step(config: ml_collections.ConfigDict, model: nn.Module,
@@ -105,14 +111,15 @@ def synthetic_batch(batch: int, resolution: int, channels: int, num_classes: int
                     mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
     """A normalised float32 NHWC batch with labels and an all-ones eval mask, on the devices.
 
-    Random values (not zeros) so that no backend can shortcut the arithmetic.
+    Random values (not zeros), so that no backend can shortcut the arithmetic; drawn on the host,
+    so that no random-number program has to be compiled for it.
     """
-    image_key, label_key = jax.random.split(jax.random.key(0))
-    sharded = NamedSharding(mesh, P('data'))
-    images = jax.random.normal(image_key, (batch, resolution, resolution, channels))
-    labels = jax.random.randint(label_key, (batch,), 0, num_classes)
-    return jax.device_put({'image': images, 'label': labels,
-                           'mask': jnp.ones((batch,), jnp.int32)}, sharded)
+    rng = np.random.default_rng(0)
+    return jax.device_put({
+        'image': rng.standard_normal((batch, resolution, resolution, channels), np.float32),
+        'label': rng.integers(0, num_classes, (batch,), np.int32),
+        'mask': np.ones((batch,), np.int32),
+    }, NamedSharding(mesh, P('data')))
 
 
 def train_step_args(state: TrainState, batch: dict, mesh: jax.sharding.Mesh) -> tuple:

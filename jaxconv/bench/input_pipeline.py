@@ -17,8 +17,9 @@ it.
 
 The first batch (tracing, worker start-up, TFDS preparation) is not timed.
 
-  python -m jaxconv.bench.input_pipeline {jaxconv,timm} --jpegs DIR --work DIR [--cores 1] ...
-runs one side and prints its figures as one JSON line; `benchmark_pipelines` runs them all.
+  python -m jaxconv.bench.input_pipeline {jaxconv,timm} --jpegs DIR --work DIR [--cpus 0] ...
+runs one side, pinned to the given CPUs, and prints its figures as one JSON line;
+`benchmark_pipelines` runs them all.
 """
 
 import argparse
@@ -58,7 +59,9 @@ def write_jpegs(directory: str, count: int, seed: int = 0) -> str:
 # ---- The two sides (each in its own pinned process) ----------------------------------------
 
 def _jaxconv_batches(args: argparse.Namespace):
+    # TensorFlow as `jaxconv.main` runs it.
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
     from jaxconv.bench import adapter, jpeg_dataset
 
     builder = jpeg_dataset.JpegFolder(args.jpegs, data_dir=os.path.join(args.work, 'tfds'))
@@ -80,7 +83,7 @@ def _timm_batches(args: argparse.Namespace):
         auto_augment=f'rand-m{args.magnitude:g}-n{args.layers}-p1.0' if args.layers else None,
         color_jitter=None)  # timm adds colour jitter when RandAugment is off; we do not.
     dataset = torchvision.datasets.ImageFolder(args.jpegs, transform=transform)
-    workers = args.cores if args.cores > 1 else 0
+    workers = len(args.cpus) if len(args.cpus) > 1 else 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,
                                          num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)
@@ -96,9 +99,10 @@ def _measure(args: argparse.Namespace) -> dict:
     while count < args.images:
         count += next(batches)
     seconds = time.perf_counter() - start
-    return {'library': args.library, 'cores': args.cores, 'images': count,
+    cores = len(args.cpus)
+    return {'library': args.library, 'cores': cores, 'images': count,
             'randaugment': f'N={args.layers}, M={args.magnitude:g}' if args.layers else 'off',
-            'img_per_sec': count / seconds, 'img_per_sec_per_core': count / seconds / args.cores}
+            'img_per_sec': count / seconds, 'img_per_sec_per_core': count / seconds / cores}
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,7 +110,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('library', choices=LIBRARIES)
     parser.add_argument('--jpegs', required=True, help='folder of class folders of JPEGs')
     parser.add_argument('--work', required=True, help='scratch folder (TFDS records)')
-    parser.add_argument('--cores', type=int, default=1)
+    parser.add_argument('--cpus', default='0', help='comma-separated CPUs to pin this process to')
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--images', type=int, default=256, help='images timed')
     parser.add_argument('--resolution', type=int, default=224)
@@ -117,27 +121,27 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---- Both sides, from the bench process ----------------------------------------------------
 
-def _pinned(cores: int):
-    """A subprocess pre-exec function that pins the child to the first `cores` allowed CPUs."""
+def _first_cpus(cores: int) -> list[int]:
+    """The first `cores` CPUs this process may run on."""
     allowed = sorted(os.sched_getaffinity(0))
     if cores > len(allowed):
         raise ValueError(f'--pipeline-cores {cores} is more than the {len(allowed)} CPU cores '
                          'this process may use')
-    return lambda: os.sched_setaffinity(0, allowed[:cores])
+    return allowed[:cores]
 
 
 def run_side(library: str, *, jpegs: str, work: str, cores: int, batch: int, images: int,
              resolution: int, layers: int, magnitude: float) -> dict:
     """One side in a fresh process pinned to `cores` cores; its figures, or its error."""
+    cpus = ','.join(str(cpu) for cpu in _first_cpus(cores))
     command = [sys.executable, '-m', 'jaxconv.bench.input_pipeline', library, '--jpegs', jpegs,
-               '--work', work, '--cores', str(cores), '--batch', str(batch), '--images',
+               '--work', work, '--cpus', cpus, '--batch', str(batch), '--images',
                str(images), '--resolution', str(resolution), '--layers', str(layers),
                '--magnitude', str(magnitude)]
     root = str(pathlib.Path(__file__).resolve().parents[2])  # Where `jaxconv` is importable.
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         filter(None, [root, os.environ.get('PYTHONPATH')]))}
-    done = subprocess.run(command, capture_output=True, text=True, env=env,
-                          preexec_fn=_pinned(cores))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ['no output'])[-1]
         return {'library': library, 'cores': cores, 'error': last[:200]}
@@ -145,17 +149,17 @@ def run_side(library: str, *, jpegs: str, work: str, cores: int, batch: int, ima
 
 
 def benchmark_pipelines(work: str, *, cores: int, batch: int, images: int, files: int,
-                        resolution: int, layers: int, magnitude: float) -> list[dict]:
-    """jaxconv and timm, without and with RandAugment, on the same `files` JPEGs."""
+                        resolution: int, randaugments: list[tuple[int, float]]) -> list[dict]:
+    """jaxconv and timm for each (N, M) of RandAugment (N = 0: none), on the same JPEGs."""
     jpegs = write_jpegs(os.path.join(work, 'jpegs'), files)
-    rows = []
-    for randaugment in ((0, 0.0), (layers, magnitude)) if layers else ((0, 0.0),):
-        for library in LIBRARIES:
-            rows.append(run_side(library, jpegs=jpegs, work=work, cores=cores, batch=batch,
-                                 images=images, resolution=resolution, layers=randaugment[0],
-                                 magnitude=randaugment[1]))
-    return rows
+    return [run_side(library, jpegs=jpegs, work=work, cores=cores, batch=batch, images=images,
+                     resolution=resolution, layers=layers, magnitude=magnitude)
+            for layers, magnitude in randaugments for library in LIBRARIES]
 
 
 if __name__ == '__main__':
-    print(json.dumps(_measure(_parse())))
+    arguments = _parse()
+    arguments.cpus = [int(cpu) for cpu in arguments.cpus.split(',')]
+    # Pinned before TensorFlow or torch start their thread pools.
+    os.sched_setaffinity(0, arguments.cpus)
+    print(json.dumps(_measure(arguments)))

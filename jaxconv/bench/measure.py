@@ -9,12 +9,14 @@ Three jitted steps are timed on the same synthetic batch, already on the devices
 - the trainer's eval step.
 
 Each is compiled ahead of time (`lower().compile()`, timed), then called `warmup` times untimed and
-`steps` times timed, each call waited for with `block_until_ready`. Throughput is reported as the
-median over the timed calls with the 10th-90th percentile range as the spread.
+`steps` times timed, each call waited for with `block_until_ready`; the two train steps take
+turns. Throughput is the median over the timed calls, with the 10th-90th percentile range as the
+spread.
 """
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +33,7 @@ from jaxconv.bench import adapter, checks, hlo
 from jaxconv.models.flops import count_macs
 
 _PROBE_RESOLUTIONS = (32, 64, 96, 128, 160, 224, 299)
+PROFILE_CALLS = 5  # Steps traced for a profile.
 
 
 def abstract_variables(model: nn.Module, resolution: int, channels: int) -> dict:
@@ -78,31 +81,71 @@ def static_figures(name: str, *, resolution: int, channels: int, num_classes: in
     }
 
 
-# ---- Timing --------------------------------------------------------------------------------
+# ---- Steps --------------------------------------------------------------------------------
 
-def compile_step(fn: Callable, args: tuple) -> tuple[Any, Any, float]:
-    """(lowered, compiled, seconds) of tracing, lowering and compiling `fn` for `args`.
+class Step:
+    """A jitted step, its current arguments and the rule giving the next call's arguments.
 
-    Later calls of `fn` with arguments of the same shapes reuse this executable.
+    `advance(args, outputs)` feeds a step's outputs back (its donated state, its metric sums).
+    Backend compilations while the step is compiled or called are counted in `compiles`.
     """
-    start = time.perf_counter()
-    lowered = fn.lower(*args)
-    compiled = lowered.compile()
-    return lowered, compiled, time.perf_counter() - start
+
+    def __init__(self, fn: Callable, args: tuple, advance: Callable):
+        self.fn, self.args, self.advance = fn, args, advance
+        self.compiles, self.calls = 0, 0
+
+    def compile(self) -> tuple[Any, Any, float]:
+        """(lowered, compiled, seconds of tracing, lowering and compiling) for the arguments.
+
+        Later calls with arguments of the same shapes reuse this executable.
+        """
+        with checks.CompileCounter() as counter:
+            start = time.perf_counter()
+            lowered = self.fn.lower(*self.args)
+            compiled = lowered.compile()
+            seconds = time.perf_counter() - start
+        self.compiles += counter.count
+        return lowered, compiled, seconds
+
+    def call(self) -> float:
+        """Runs one step to completion; returns its wall-clock seconds."""
+        with checks.CompileCounter() as counter:
+            start = time.perf_counter()
+            outputs = jax.block_until_ready(self.fn(*self.args))
+            seconds = time.perf_counter() - start
+        self.compiles += counter.count
+        self.calls += 1
+        self.args = self.advance(self.args, outputs)
+        return seconds
+
+    def guarded_call(self) -> str | None:
+        """One call under `jax.transfer_guard('disallow')`; the guard's error, if it fired.
+
+        An implicit transfer stops the call before it runs; it is then run unguarded.
+        """
+        try:
+            with jax.transfer_guard('disallow'):
+                self.call()
+            return None
+        except Exception as e:
+            self.call()
+            return _first_line(e)
 
 
-def time_calls(fn: Callable, args: tuple, advance: Callable, *, warmup: int,
-               steps: int) -> tuple[list[float], tuple]:
-    """Seconds of each of `steps` calls after `warmup` untimed ones; and the next arguments."""
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        outputs = fn(*args)
-        jax.block_until_ready(outputs)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-        args = advance(args, outputs)
-    return times, args
+def time_interleaved(steps: list[Step], *, warmup: int, count: int) -> list[list[float]]:
+    """Seconds of `count` calls of each step after `warmup` untimed ones, taking turns.
+
+    Taking turns exposes all steps to the same machine load, which keeps their ratio honest
+    on a shared machine.
+    """
+    for _ in range(warmup):
+        for step in steps:
+            step.call()
+    times = [[] for _ in steps]
+    for _ in range(count):
+        for step, seconds in zip(steps, times, strict=True):
+            seconds.append(step.call())
+    return times
 
 
 def throughput(times: list[float], batch: int) -> dict:
@@ -110,6 +153,54 @@ def throughput(times: list[float], batch: int) -> dict:
     median, fast, slow = np.median(times), np.percentile(times, 10), np.percentile(times, 90)
     return {'img_per_sec': batch / median, 'img_per_sec_p10': batch / slow,
             'img_per_sec_p90': batch / fast, 'step_ms': 1000 * median, 'steps': len(times)}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f'{type(error).__name__}: {text[0] if text else ""}'
+
+
+def _memory(compiled: Any) -> dict:
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    # Arguments and outputs live together except where an output reuses a donated argument;
+    # temporaries are XLA's scratch. (`peak_memory_in_bytes` is kept beside it: XLA:CPU reports
+    # only the arguments there.)
+    peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+            - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+    return {'peak_bytes': int(peak), 'temp_bytes': int(stats.temp_size_in_bytes),
+            'argument_bytes': int(stats.argument_size_in_bytes),
+            'xla_peak_memory_bytes': int(getattr(stats, 'peak_memory_in_bytes', 0))}
+
+
+# ---- The checks ----------------------------------------------------------------------------
+
+def checked_start(step: Step, *, dtype: str, params_of: Callable,
+                  param_shapes: list[tuple[int, ...]]) -> tuple[dict, Callable]:
+    """Compiles `step` (first argument: its donated state) and makes its first, guarded call.
+
+    Returns the compile figures, and a function that, once every call is made, gives the
+    compiled-step checks (`checks.py`) of all of them.
+    """
+    lowered, compiled, compile_s = step.compile()
+    state_leaves = jax.tree.leaves(step.args[0])
+    guard_error = step.guarded_call()
+    donated = checks.state_donated(state_leaves)
+    stablehlo = lowered.as_text()
+    module = hlo.parse(compiled.as_text())
+    figures = {'compile_s': compile_s, 'memory': _memory(compiled),
+               'flops': (compiled.cost_analysis() or {}).get('flops', float('nan')),
+               'compiled_text': compiled.as_text()}
+
+    def final_checks() -> list[checks.Check]:
+        return [checks.one_compile(step.compiles, step.calls),
+                checks.no_host_transfer(module, guard_error),
+                donated,
+                checks.precision(params_of(step.args), stablehlo, module, dtype),
+                checks.no_layout_transposes(stablehlo, module, param_shapes)]
+
+    return figures, final_checks
 
 
 # ---- The minimal step ----------------------------------------------------------------------
@@ -131,12 +222,11 @@ def minimal_train_step(params: Any, batch_stats: Any, opt_state: Any, images: ja
     return optax.apply_updates(params, updates), new_batch_stats, opt_state, loss
 
 
-def _minimal_step(model: nn.Module, state: Any, batch: dict,
-                  mesh: jax.sharding.Mesh) -> tuple[Callable, tuple, Callable]:
-    """The minimal step jitted like the trainer's (donated state), its arguments and advance."""
+def _minimal_step(model: nn.Module, state: Any, batch: dict, mesh: jax.sharding.Mesh) -> Step:
+    """The minimal step jitted like the trainer's (donated state, same shardings)."""
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
     tx = optax.sgd(0.1, momentum=0.9, nesterov=True)
-    # Copies: the trainer's state stays intact for the eval step.
+    # Copies: the trainer's state stays its own.
     params = jax.tree.map(jnp.copy, state.params)
     batch_stats = jax.tree.map(jnp.copy, state.batch_stats)
     opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
@@ -144,72 +234,19 @@ def _minimal_step(model: nn.Module, state: Any, batch: dict,
                  in_shardings=(replicated,) * 3 + (sharded, sharded, replicated),
                  out_shardings=replicated, donate_argnums=(0, 1, 2))
     key = jax.device_put(jax.random.key(2), replicated)
-    args = (params, batch_stats, opt_state, batch['image'], batch['label'], key)
-    return fn, args, lambda args, outputs: (*outputs[:3], *args[3:])
-
-
-# ---- The checked run ----------------------------------------------------------------------
-
-def checked_run(fn: Callable, args: tuple, advance: Callable, *, warmup: int, steps: int,
-                dtype: str, params_of: Callable, param_shapes: list[tuple[int, ...]]) -> dict:
-    """Compiles, checks and times a jitted step whose first argument is its donated state.
-
-    The first call runs under `jax.transfer_guard('disallow')` and is followed by the donation
-    check; then `warmup - 1` untimed and `steps` timed calls, all counted for recompiles. Returns
-    compile seconds, call times, XLA's flop count per device, memory figures, the checks and the
-    arguments for a next call (`next_args`).
-    """
-    with checks.CompileCounter() as compiles:
-        lowered, compiled, compile_s = compile_step(fn, args)
-        state_leaves = jax.tree.leaves(args[0])
-        guard_error = None
-        try:
-            with jax.transfer_guard('disallow'):
-                outputs = jax.block_until_ready(fn(*args))
-        except Exception as e:  # An implicit transfer: the call did not run; run it unguarded.
-            guard_error = _first_line(e)
-            outputs = jax.block_until_ready(fn(*args))
-        donated = checks.state_donated(state_leaves)
-        args = advance(args, outputs)
-        times, args = time_calls(fn, args, advance, warmup=warmup - 1, steps=steps)
-    module = hlo.parse(compiled.as_text())
-    stablehlo = lowered.as_text()
-    return {
-        'compile_s': compile_s, 'times': times, 'memory': _memory(compiled),
-        'flops': (compiled.cost_analysis() or {}).get('flops', float('nan')),
-        'checks': [checks.one_compile(compiles.count, 1 + warmup - 1 + steps),
-                   checks.no_host_transfer(module, guard_error),
-                   donated,
-                   checks.precision(params_of(args), stablehlo, module, dtype),
-                   checks.no_layout_transposes(stablehlo, module, param_shapes)],
-        'next_args': args,
-    }
+    return Step(fn, (params, batch_stats, opt_state, batch['image'], batch['label'], key),
+                lambda args, outputs: (*outputs[:3], *args[3:]))
 
 
 # ---- One model -----------------------------------------------------------------------------
 
-def _first_line(error: BaseException) -> str:
-    return f'{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ""}'
-
-
-def _memory(compiled: Any) -> dict:
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return {}
-    # Arguments and outputs live together except where an output reuses a donated argument;
-    # temporaries are XLA's scratch. (`peak_memory_in_bytes` is beside it: XLA:CPU fills it with
-    # the arguments only.)
-    peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-            - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
-    return {'peak_bytes': int(peak), 'temp_bytes': int(stats.temp_size_in_bytes),
-            'argument_bytes': int(stats.argument_size_in_bytes),
-            'xla_peak_memory_bytes': int(getattr(stats, 'peak_memory_in_bytes', 0))}
-
-
 def benchmark_model(name: str, *, batch: int, resolution: int, dtype: str, steps: int,
                     warmup: int, channels: int = 3, num_classes: int = 1000,
-                    devices: list | None = None) -> dict:
-    """Every figure of one model at one batch size, resolution and compute dtype."""
+                    devices: list | None = None, profile_dir: str | None = None) -> dict:
+    """Every figure of one model at one batch size, resolution and compute dtype.
+
+    With `profile_dir`, also where the train step's time goes (`profile.py`), traced there.
+    """
     mesh = adapter.data_mesh(devices)
     row = {'model': name, 'batch': batch, 'resolution': resolution, 'dtype': dtype,
            'devices': mesh.size, 'device_kind': mesh.devices.flat[0].device_kind,
@@ -223,35 +260,38 @@ def benchmark_model(name: str, *, batch: int, resolution: int, dtype: str, steps
     data = adapter.synthetic_batch(batch, resolution, channels, num_classes, mesh)
     param_shapes = [x.shape for x in jax.tree.leaves(state.params)]
 
-    # ---- The trainer's train step, with the checks.
-    train_fn = adapter.trainer_train_step(config, model, tx, mesh)
-    args = adapter.train_step_args(state, data, mesh)
+    # The trainer's train step (checked) and the minimal step, timed taking turns.
+    train = Step(adapter.trainer_train_step(config, model, tx, mesh),
+                 adapter.train_step_args(state, data, mesh), adapter.next_train_args)
     del state  # Donated to the step from here on.
-    run = checked_run(train_fn, args, adapter.next_train_args, warmup=warmup, steps=steps,
-                      dtype=dtype, params_of=lambda args: args[0].params,
-                      param_shapes=param_shapes)
-    args = run.pop('next_args')
-    row['compile_train_s'] = run['compile_s']
-    row['train'] = throughput(run['times'], batch)
-    row['memory'] = run['memory']
-    median_s = float(np.median(run['times']))
-    row['xla_train_flops_per_device'] = run['flops']
-    row['achieved_flops'] = run['flops'] * mesh.size / median_s
-    row['model_flops'] = 6 * row['macs'] * batch / median_s  # Forward 2 x MACs, backward 2x that.
-    row['checks'] = [vars(check) for check in run['checks']]
-
-    # ---- The trainer's eval step.
-    eval_fn = adapter.trainer_eval_step(model, mesh)
-    eval_args = adapter.eval_step_args(args[0], data, mesh)
-    _, _, row['compile_eval_s'] = compile_step(eval_fn, eval_args)
-    times, _ = time_calls(eval_fn, eval_args, adapter.next_eval_args, warmup=warmup, steps=steps)
-    row['eval'] = throughput(times, batch)
-
-    # ---- The minimal hand-written step.
-    fn, minimal_args, advance = _minimal_step(model, args[0], data, mesh)
-    del args
-    _, _, row['compile_minimal_s'] = compile_step(fn, minimal_args)
-    times, _ = time_calls(fn, minimal_args, advance, warmup=warmup, steps=steps)
-    row['minimal'] = throughput(times, batch)
+    figures, final_checks = checked_start(train, dtype=dtype, params_of=lambda a: a[0].params,
+                                          param_shapes=param_shapes)
+    minimal = _minimal_step(model, train.args[0], data, mesh)
+    row['compile_minimal_s'] = minimal.compile()[2]
+    train_times, minimal_times = time_interleaved([train, minimal], warmup=warmup - 1,
+                                                  count=steps)
+    row['compile_train_s'] = figures['compile_s']
+    row['train'] = throughput(train_times, batch)
+    row['minimal'] = throughput(minimal_times, batch)
     row['trainer_over_minimal'] = row['train']['img_per_sec'] / row['minimal']['img_per_sec']
+    row['memory'] = figures['memory']
+    median_s = float(np.median(train_times))
+    row['xla_train_flops_per_device'] = figures['flops']
+    row['achieved_flops'] = figures['flops'] * mesh.size / median_s
+    row['model_flops'] = 6 * row['macs'] * batch / median_s  # Forward 2 x MACs, backward 2x that.
+    row['checks'] = [vars(check) for check in final_checks()]
+    del minimal
+    if profile_dir:
+        from jaxconv.bench import profile
+
+        row['profile'] = profile.jax_breakdown(
+            train.call, figures['compiled_text'], calls=min(steps, PROFILE_CALLS),
+            trace_dir=os.path.join(profile_dir, name))
+
+    # The trainer's eval step.
+    evaluate = Step(adapter.trainer_eval_step(model, mesh),
+                    adapter.eval_step_args(train.args[0], data, mesh), adapter.next_eval_args)
+    row['compile_eval_s'] = evaluate.compile()[2]
+    (eval_times,) = time_interleaved([evaluate], warmup=warmup, count=steps)
+    row['eval'] = throughput(eval_times, batch)
     return row

@@ -96,3 +96,19 @@ def pipeline_table(rows: list[dict]) -> str:
         body.append([name, r['randaugment'], str(r['cores']), _num(r['img_per_sec'], 1),
                      _num(r['img_per_sec_per_core'], 1), _num(ratio, 2)])
     return _table(header, body)
+
+
+def profile_table(jax_rows: list[dict], torch_rows: list[dict]) -> str:
+    """Milliseconds per train step (and share) by kind of operation, JAX beside PyTorch."""
+    from jaxconv.bench.profile import KINDS
+
+    body = []
+    for framework, rows in (('jaxconv (XLA)', jax_rows), ('PyTorch channels-last', torch_rows)):
+        for r in rows:
+            if r.get('profile'):
+                cells = {p['kind']: f'{p["ms_per_call"]:,.0f} ({100 * p["share"]:.0f}%)'
+                         for p in r['profile']}
+                body.append([r['model'], framework, *[cells[k] for k in KINDS]])
+    if not body:
+        return ''
+    return _table(['model', 'train step', *[f'{k}: ms (share)' for k in KINDS]], body)

@@ -72,11 +72,16 @@ def _time(step, *, warmup: int, steps: int, synchronize) -> list[float]:
 
 def benchmark_torch(name: str, *, batch: int, resolution: int, dtype: str, steps: int,
                     warmup: int, modes: tuple[str, ...] = MODES, channels: int = 3,
-                    num_classes: int = 1000) -> list[dict]:
-    """One row per mode: train and eval throughput, or the reason it could not run."""
+                    num_classes: int = 1000, profile_calls: int = 0) -> list[dict]:
+    """One row per mode: train and eval throughput, or the reason it could not run.
+
+    With `profile_calls`, the channels-last train step is also profiled (`profile.py`).
+    """
     torch, _, _ = import_torch()
     device = device_name()
     synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    # cuDNN picks its fastest algorithms by trying them, as XLA's autotuner does for JAX.
+    torch.backends.cudnn.benchmark = True
     found = torch_model(name, num_classes)
     if found is None:
         return [{'model': name, 'mode': mode, 'error': 'no torchvision/timm counterpart'}
@@ -92,16 +97,19 @@ def benchmark_torch(name: str, *, batch: int, resolution: int, dtype: str, steps
             row.update(_run_mode(torch, model, mode, batch=batch, resolution=resolution,
                                  dtype=dtype, steps=steps, warmup=warmup, channels=channels,
                                  num_classes=num_classes, device=device,
-                                 synchronize=synchronize))
+                                 synchronize=synchronize,
+                                 profile_calls=profile_calls if mode == 'channels_last' else 0))
         except Exception as e:  # torch.compile without a working toolchain, out of memory...
             row['error'] = _first_line(e)
         rows.append(row)
         del model
+        if device == 'cuda':
+            torch.cuda.empty_cache()
     return rows
 
 
 def _run_mode(torch, model, mode: str, *, batch, resolution, dtype, steps, warmup, channels,
-              num_classes, device, synchronize) -> dict:
+              num_classes, device, synchronize, profile_calls) -> dict:
     memory_format = torch.contiguous_format if mode == 'eager' else torch.channels_last
     model = model.to(device=device, memory_format=memory_format)
     generator = torch.Generator().manual_seed(0)
@@ -143,6 +151,12 @@ def _run_mode(torch, model, mode: str, *, batch, resolution, dtype, steps, warmu
         figures['compile_train_s'] = time.perf_counter() - start
     figures['train'] = throughput(_time(train_step, warmup=warmup, steps=steps,
                                         synchronize=synchronize), batch)
+    if profile_calls:
+        from jaxconv.bench import profile
+
+        figures['profile'] = profile.torch_breakdown(
+            torch, lambda: _time(train_step, warmup=0, steps=1, synchronize=synchronize)[0],
+            calls=profile_calls)
     model.eval()
     if start is not None:
         start = time.perf_counter()
