@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jaxconv.bench import __main__ as cli
-from jaxconv.bench import checks, complexity, hlo, input_pipeline, measure
+from jaxconv.bench import checks, complexity, hlo, input_pipeline, measure, torch_side
 
 
 def test_multiply_adds_of_resnet50_and_efficientnet_b0_match_the_published_figures():
@@ -178,6 +178,31 @@ def test_physical_transpose_is_told_from_a_relabelling():
     assert hlo.moves_data(body['u'], body)
 
 
+def test_hlo_reads_a_cudnn_convolution():
+    # The GPU form (untested here on hardware): a custom call returning (result, scratch).
+    line = ('%cudnn-conv.1 = (bf16[128,56,56,64]{3,2,1,0}, u8[0]{0}) custom-call(%a, %b), '
+            'window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, '
+            'custom_call_target="__cudnn$convForward"')
+    instruction = hlo._parse_instruction(line, 'entry')
+    assert hlo.is_convolution(instruction) and instruction.operands == ['a', 'b']
+    assert instruction.outputs[0] == hlo.Shape('bf16', (128, 56, 56, 64), (3, 2, 1, 0))
+
+
+# ---- The PyTorch side -----------------------------------------------------------------------
+
+def test_torch_counterparts_are_timed_in_the_same_modes():
+    assert torch_side.counterpart('resnet_rs50') == ('timm', 'resnetrs50')
+    assert torch_side.counterpart('alexnet') is None  # Two towers; torchvision's is alexnet_tv.
+    assert torch_side.counterpart('lenet5') is None
+    rows = torch_side.benchmark_torch('squeezenet1_1', batch=2, resolution=32, dtype='float32',
+                                      steps=2, warmup=1, modes=('eager', 'channels_last'))
+    assert [row['mode'] for row in rows] == ['eager', 'channels_last']
+    for row in rows:
+        assert row['source'] == 'torchvision:squeezenet1_1' and 'error' not in row, row
+        assert row['params'] == 1_235_496  # params.md: the same network as ours.
+        assert row['train']['img_per_sec'] > 0 and row['eval']['steps'] == 2
+
+
 # ---- The input pipeline -------------------------------------------------------------------
 
 def test_both_input_pipelines_read_the_same_jpegs(tmp_path):
@@ -198,13 +223,14 @@ def test_both_input_pipelines_read_the_same_jpegs(tmp_path):
 def test_complexity_chart_png_and_csv(tmp_path):
     from PIL import Image
 
-    chart = complexity.write_chart(str(tmp_path), ['resnet18', 'squeezenet1_1', 'resnet20'])
+    chart = complexity.write_chart(str(tmp_path), ['resnet18', 'googlenet', 'resnet20'])
     assert chart['models'] == 2  # resnet20 is a CIFAR model: no ImageNet bubble.
     with open(chart['csv'], newline='') as f:
         rows = {row['model']: row for row in csv.DictReader(f)}
     assert float(rows['resnet18']['top1']) == 69.758  # torchvision's IMAGENET1K_V1 metadata.
     assert float(rows['resnet18']['gmacs']) == pytest.approx(1.814, abs=5e-4)  # params.md.
-    assert float(rows['squeezenet1_1']['mparams']) == pytest.approx(1.235496)  # params.md.
+    # Inference parameters: torchvision's googlenet without its two training-only heads.
+    assert float(rows['googlenet']['mparams']) == pytest.approx(6.6249, abs=1e-4)
     assert complexity.chart_rows(['resnet18'], published={})[1] == ['resnet18']  # Reported.
     image = np.asarray(Image.open(chart['png']).convert('L'))
     assert image.shape == (750, 1200)

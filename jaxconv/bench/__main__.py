@@ -23,8 +23,10 @@ measured.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import shlex
 import sys
 import tempfile
 
@@ -66,7 +68,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     smoke_or_static = args.smoke or args.static
     defaults = {'models': 'all' if smoke_or_static else 'resnet50,efficientnet_b0',
-                'batch': 8 if args.smoke else 32, 'resolution': 32 if smoke_or_static else 224,
+                'batch': 0 if args.smoke else 32, 'resolution': 32 if smoke_or_static else 224,
                 'steps': 2 if args.smoke else 20, 'warmup': 1 if args.smoke else 3}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -82,12 +84,15 @@ def _check(args: argparse.Namespace) -> list[str]:
 
     names = models.list_models() if args.models == 'all' else [
         n.strip() for n in args.models.split(',') if n.strip()]
-    for name in names:
-        if name not in models.list_models():
-            try:
-                models.create_model(name)
-            except models.UnknownModelError as e:
-                raise BenchError(str(e)) from None
+    for name in set(names) - set(models.list_models()):
+        try:
+            models.create_model(name)
+        except models.UnknownModelError as e:  # Names the close matches and the valid names.
+            raise BenchError(str(e)) from None
+    import jax
+
+    if args.batch == 0:  # --smoke: 8, or the smallest multiple of the device count above it.
+        args.batch = math.lcm(8, jax.device_count())
     for key in ('batch', 'resolution', 'steps', 'channels', 'num_classes', 'pipeline_cores',
                 'pipeline_images', 'pipeline_files'):
         if getattr(args, key) < 1:
@@ -107,8 +112,6 @@ def _check(args: argparse.Namespace) -> list[str]:
             import_torch()  # Before anything loads TensorFlow, so triton stays usable.
         except ImportError as e:
             raise BenchError(str(e)) from None
-    import jax
-
     if names and not args.static and args.batch % jax.device_count():
         raise BenchError(f'--batch {args.batch} must be a multiple of the {jax.device_count()} '
                          'devices JAX sees (the batch is split over them)')
@@ -124,7 +127,7 @@ def _environment(args: argparse.Namespace, argv: list[str]) -> dict:
 
     devices = jax.devices()
     env = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
-           'command': 'python -m jaxconv.bench ' + ' '.join(argv),
+           'command': 'python -m jaxconv.bench ' + shlex.join(argv),
            'jax': jax.__version__, 'backend': jax.default_backend(),
            'devices': f'{len(devices)} x {devices[0].device_kind}', 'cpu_cores': os.cpu_count(),
            'machine': platform.machine(), 'xla_flags': os.environ.get('XLA_FLAGS', '')}
@@ -161,37 +164,28 @@ def _error_line(error: BaseException) -> str:
     return f'{type(error).__name__}: {text[0] if text else ""}'[:300]
 
 
-def run(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = _parse(argv)
-    if args.compare:  # On a GPU, leave PyTorch room: JAX would otherwise take 75% up front.
-        os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-    try:
-        names = _check(args)
-    except BenchError as e:
-        print(f'jaxconv.bench: error: {e}', file=sys.stderr)
-        return 2
+def _resolution(name: str, args: argparse.Namespace) -> int:
+    """--resolution; with --smoke/--static, the smallest probe at or above it the model takes."""
+    if not (args.smoke or args.static):
+        return args.resolution
+    from jaxconv.bench import adapter, measure
+
+    config = adapter.bench_config(name, batch=1, resolution=args.resolution, dtype='float32',
+                                  num_classes=args.num_classes)
+    return measure.smallest_resolution(adapter.build_model(config), args.channels,
+                                       args.resolution)
+
+
+def _models_section(names: list[str], args: argparse.Namespace, results: _Results) -> bool:
+    """Each model (and its PyTorch counterpart); prints the tables; True if one failed."""
     import jax
 
     from jaxconv.bench import measure, report
 
-    results = _Results(args.json, _environment(args, argv))
-    env = results.data['environment']
-    print(f'# jaxconv.bench, {env["date"]}\n\n`{env["command"]}`\n\njax {env["jax"]} '
-          f'({env["backend"]}: {env["devices"]}), {env["cpu_cores"]} CPU cores'
-          + (f'; torch {env["torch"]} ({env["torch_device"]}, {env["torch_threads"]} threads)'
-             if args.compare else '') + '\n', flush=True)
     failed = False
     for name in names:
         try:
-            resolution = args.resolution
-            if args.smoke or args.static:
-                from jaxconv.bench import adapter
-
-                config = adapter.bench_config(name, batch=1, resolution=resolution,
-                                              dtype='float32', num_classes=args.num_classes)
-                resolution = measure.smallest_resolution(adapter.build_model(config),
-                                                         args.channels, resolution)
+            resolution = _resolution(name, args)
             if args.static:
                 row = {'model': name, 'resolution': resolution, **measure.static_figures(
                     name, resolution=resolution, channels=args.channels,
@@ -224,29 +218,55 @@ def run(argv: list[str] | None = None) -> int:
         print(report.torch_table({r['model']: r for r in rows}, results.data['torch']) + '\n')
     if args.profile:
         print(report.profile_table(rows, results.data['torch']) + '\n')
+    return failed
 
+
+def _pipeline_section(args: argparse.Namespace, results: _Results) -> bool:
+    from jaxconv.bench import input_pipeline, report
+
+    with tempfile.TemporaryDirectory() as work:
+        results.data['pipeline'] = input_pipeline.benchmark_pipelines(
+            work, cores=args.pipeline_cores, batch=min(args.batch, 32),
+            images=args.pipeline_images, files=args.pipeline_files, resolution=224,
+            randaugments=[(0, 0.0), (2, 9.0)])
+    results.save()
+    print(report.pipeline_table(results.data['pipeline']) + '\n')
+    return any('error' in r for r in results.data['pipeline'])
+
+
+def _chart_section(args: argparse.Namespace, results: _Results) -> None:
+    from jaxconv.bench import complexity
+
+    chart = results.data['chart'] = complexity.write_chart(args.chart)
+    results.save()
+    print(f'complexity chart: {chart["png"]} and {chart["csv"]} ({chart["models"]} models)')
+    if chart['missing_from_data_file']:
+        print('registered models without a row in jaxconv/bench/published_top1.csv (add one '
+              'with its source): ' + ', '.join(chart['missing_from_data_file']))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (2: bad input, 1: a part failed)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    if args.compare:  # On a GPU, leave PyTorch room: JAX would otherwise take 75% up front.
+        os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+    try:
+        names = _check(args)
+    except BenchError as e:
+        print(f'jaxconv.bench: error: {e}', file=sys.stderr)
+        return 2
+    results = _Results(args.json, _environment(args, argv))
+    env = results.data['environment']
+    print(f'# jaxconv.bench, {env["date"]}\n\n`{env["command"]}`\n\njax {env["jax"]} '
+          f'({env["backend"]}: {env["devices"]}), {env["cpu_cores"]} CPU cores'
+          + (f'; torch {env["torch"]} ({env["torch_device"]}, {env["torch_threads"]} threads)'
+             if args.compare else '') + '\n', flush=True)
+    failed = _models_section(names, args, results) if names else False
     if args.pipeline:
-        from jaxconv.bench import input_pipeline
-
-        with tempfile.TemporaryDirectory() as work:
-            results.data['pipeline'] = input_pipeline.benchmark_pipelines(
-                work, cores=args.pipeline_cores, batch=min(args.batch, 32),
-                images=args.pipeline_images, files=args.pipeline_files, resolution=224,
-                randaugments=[(0, 0.0), (2, 9.0)])
-        results.save()
-        failed |= any('error' in r for r in results.data['pipeline'])
-        print(report.pipeline_table(results.data['pipeline']) + '\n')
-
+        failed |= _pipeline_section(args, results)
     if args.chart:
-        from jaxconv.bench import complexity
-
-        results.data['chart'] = complexity.write_chart(args.chart)
-        results.save()
-        chart = results.data['chart']
-        print(f'complexity chart: {chart["png"]} and {chart["csv"]} ({chart["models"]} models)')
-        if chart['missing_from_data_file']:
-            print('registered models without a row in jaxconv/bench/published_top1.csv (add '
-                  'one with its source): ' + ', '.join(chart['missing_from_data_file']))
+        _chart_section(args, results)
     return 1 if failed else 0
 
 

@@ -92,19 +92,13 @@ def precision(params: Any, stablehlo_text: str, module: hlo.Module, dtype: str) 
     want = {'float32': 'f32', 'bfloat16': 'bf16'}[dtype]
     master = {str(np.dtype(leaf.dtype)) for leaf in jax.tree.leaves(params)}
     asked = [lhs for lhs, _ in _STABLEHLO_CONV.findall(stablehlo_text)]
-    run = [i.shape.dtype for i in module.instructions()
-           if i.shape is not None and _is_convolution(i)]
-    passed = master <= {'float32'} and bool(asked) and all(t == want for t in asked)
+    run = [i.outputs[0].dtype for i in module.instructions()
+           if i.outputs and hlo.is_convolution(i)]
+    passed = master <= {'float32'} and all(t == want for t in asked)
     detail = (f'params {"/".join(sorted(master))}; {sum(t == want for t in asked)}/{len(asked)} '
               f'convs asked in {want}; backend runs {sum(t == want for t in run)}/{len(run)} '
               f'in {want}')
     return Check('precision', passed, detail)
-
-
-def _is_convolution(instruction: hlo.Instruction) -> bool:
-    return instruction.opcode == 'convolution' or (
-        instruction.opcode == 'custom-call'
-        and 'conv' in (instruction.attribute('custom_call_target') or '').lower())
 
 
 _STABLEHLO_TRANSPOSE = re.compile(r'stablehlo\.transpose .*-> tensor<([\dx]+)x\w+>')
@@ -134,7 +128,7 @@ def _backend_transposes(module: hlo.Module, kernel_shapes: set) -> list[hlo.Shap
     bodies = module.computations
 
     def contains_conv(instruction: hlo.Instruction) -> bool:
-        return _is_convolution(instruction) or any(
+        return hlo.is_convolution(instruction) or any(
             contains_conv(i) for i in module.called(instruction).values()
             if instruction.opcode == 'fusion')
 

@@ -3,11 +3,12 @@ Models for Practical Applications", Figure 2): published ImageNet top-1 against 
 image, bubble area proportional to parameters, one bubble per registered ImageNet model.
 
 Published figures come from `published_top1.csv` beside this file, one row per model with its
-source: torchvision's weight metadata (`IMAGENET1K_V1`, the original recipes, so architectures are
-compared under their own papers' training), the tensorflow/tpu READMEs (EfficientNet with
-AutoAugment, ResNet-RS), or the Keras Applications table. Multiply-adds (`count_macs`) and
-parameters are computed here, at the resolution the top-1 was measured at. A registered model
-without a row is reported, so a new family cannot silently miss the chart.
+source (every registered model has a row; CIFAR ones say so): torchvision's weight metadata
+(`IMAGENET1K_V1`, the original recipes, so architectures are compared under their own papers'
+training), the tensorflow/tpu READMEs (EfficientNet with AutoAugment, ResNet-RS), or the Keras
+Applications table. Multiply-adds (`count_macs`) and inference parameters (no auxiliary heads)
+are computed here, at the resolution the top-1 was measured at. A registered model without a row
+is reported, so a new family cannot silently miss the chart.
 """
 
 import csv
@@ -57,12 +58,13 @@ def chart_rows(names: list[str] | None = None,
         if entry.dataset != 'imagenet' or entry.top1 is None:
             continue
         model = models.create_model(name)
-        variables = abstract_variables(model, entry.resolution, 3)
+        # Inference parameters, as the published counts give them (GoogLeNet 6.6M, not 13.0M).
+        variables = abstract_variables(model, entry.resolution, 3, train=False)
         params = sum(math.prod(x.shape) for x in jax.tree.leaves(variables['params']))
         rows.append({'model': name, 'family': type(model).__module__.rsplit('.', 1)[-1],
                      'top1': entry.top1,
-                     'gmacs': count_macs(model, entry.resolution) / 1e9,
-                     'mparams': params / 1e6, 'resolution': entry.resolution,
+                     'gmacs': round(count_macs(model, entry.resolution) / 1e9, 4),
+                     'mparams': round(params / 1e6, 4), 'resolution': entry.resolution,
                      'source': entry.source})
     return rows, missing
 

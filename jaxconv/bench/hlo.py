@@ -31,6 +31,7 @@ class Shape:
 class Instruction:
     name: str
     shape: Shape | None  # None for tuples and tokens.
+    outputs: tuple[Shape, ...]  # The shape, or a tuple's array shapes (cuDNN: result, scratch).
     opcode: str
     operands: list[str]
     attributes: str
@@ -79,18 +80,22 @@ def _parse_instruction(line: str, computation: str) -> Instruction | None:
         return None
     name, rest = match.groups()
     if rest.startswith('('):  # A tuple shape.
-        shape, rest = None, rest[_closing(rest, 0) + 1:].lstrip()
+        end = _closing(rest, 0)
+        outputs = tuple(filter(None, (parse_shape(part.strip())
+                                      for part in rest[1:end].split(', '))))
+        shape, rest = None, rest[end + 1:].lstrip()
     else:
         shape_text, _, rest = rest.partition(' ')
         shape = parse_shape(shape_text)
+        outputs = (shape,) if shape else ()
     opcode_match = re.match(r'([\w\-]+)\(', rest)
     if not opcode_match:
         return None
     open_at = opcode_match.end() - 1
     close_at = _closing(rest, open_at)
     operands = re.findall(r'%([\w.\-]+)', rest[open_at:close_at])
-    return Instruction(name, shape, opcode_match.group(1), operands, rest[close_at + 1:],
-                       computation)
+    return Instruction(name, shape, outputs, opcode_match.group(1), operands,
+                       rest[close_at + 1:], computation)
 
 
 def parse(text: str) -> Module:
@@ -112,6 +117,13 @@ def parse(text: str) -> Module:
         for instruction in body.values():
             instruction.computation = name
     return Module(computations)
+
+
+def is_convolution(instruction: Instruction) -> bool:
+    """An XLA convolution, or a library one (cuDNN's, oneDNN's custom calls)."""
+    return instruction.opcode == 'convolution' or (
+        instruction.opcode == 'custom-call'
+        and 'conv' in (instruction.attribute('custom_call_target') or '').lower())
 
 
 def _physical_order(shape: Shape) -> list[int]:

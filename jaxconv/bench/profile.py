@@ -39,9 +39,7 @@ def _instructions(module: hlo.Module) -> dict[str, hlo.Instruction]:
 
 def _convolution(instruction: hlo.Instruction, module: hlo.Module) -> hlo.Instruction | None:
     """The convolution this instruction is, or the first one its fused body holds."""
-    if instruction.opcode == 'convolution' or (
-            instruction.opcode == 'custom-call'
-            and 'conv' in (instruction.attribute('custom_call_target') or '').lower()):
+    if hlo.is_convolution(instruction):
         return instruction
     if instruction.opcode != 'fusion':
         return None

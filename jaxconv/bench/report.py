@@ -64,20 +64,25 @@ def checks_table(rows: list[dict]) -> str:
 
 
 def torch_table(jax_rows: dict[str, dict], torch_rows: list[dict]) -> str:
-    header = ['model', 'PyTorch model', 'mode', 'train img/s (p10-p90)', 'eval img/s (p10-p90)',
-              'jaxconv / torch train', 'jaxconv / torch eval', 'torch.compile s']
+    header = ['model', 'PyTorch model', 'same params', 'mode', 'train img/s (p10-p90)',
+              'eval img/s (p10-p90)', 'jaxconv / torch train', 'jaxconv / torch eval',
+              'torch.compile s']
     body = []
     for r in torch_rows:
         ours = jax_rows.get(r['model'], {})
+        same = ('yes' if r.get('params') == ours.get('params') else
+                f'no: {_num(r.get("params"))}') if 'params' in r else '-'
         if 'error' in r:
-            body.append([r['model'], r.get('source', '-'), r['mode'], r['error'], '', '', '', ''])
+            body.append([r['model'], r.get('source', '-'), same, r['mode'], r['error'],
+                         '', '', '', ''])
             continue
         ratio = {key: ours[key]['img_per_sec'] / r[key]['img_per_sec'] if key in ours
                  else math.nan for key in ('train', 'eval')}
         compile_s = (f'{r["compile_train_s"]:.0f} / {r["compile_eval_s"]:.0f}'
                      if 'compile_train_s' in r else '-')
-        body.append([r['model'], r['source'], r['mode'], _rate(r['train']), _rate(r['eval']),
-                     _num(ratio['train'], 2), _num(ratio['eval'], 2), compile_s])
+        body.append([r['model'], r['source'], same, r['mode'], _rate(r['train']),
+                     _rate(r['eval']), _num(ratio['train'], 2), _num(ratio['eval'], 2),
+                     compile_s])
     return _table(header, body)
 
 

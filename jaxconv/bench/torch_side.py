@@ -15,38 +15,47 @@ A train step is forward, cross-entropy, backward and SGD with Nesterov momentum 
 import time
 from typing import Any
 
-import numpy as np
-
 from jaxconv.bench.measure import throughput
 from jaxconv.torch_support import import_torch
 
 MODES = ('eager', 'channels_last', 'compile')
 _AUX_LOSS_WEIGHT = 0.3  # configs/common.py's train.aux_loss_weight.
-# jaxconv name -> (library, name there) where the libraries name it differently.
-TORCH_NAMES = {
+# jaxconv name -> (library, name there) where the libraries name it differently, or None where
+# the same name is a different network.
+TORCH_NAMES: dict[str, tuple[str, str] | None] = {
+    'alexnet': None,  # The paper's two-tower net; torchvision's alexnet is our alexnet_tv.
     'alexnet_tv': ('torchvision', 'alexnet'),
     'mobilenet_v1': ('timm', 'mobilenetv1_100'),
     'resnet_rs50': ('timm', 'resnetrs50'), 'resnet_rs101': ('timm', 'resnetrs101'),
     'resnet_rs152': ('timm', 'resnetrs152'), 'resnet_rs200': ('timm', 'resnetrs200'),
     'resnet_rs270': ('timm', 'resnetrs270'), 'resnet_rs350': ('timm', 'resnetrs350'),
     'resnet_rs420': ('timm', 'resnetrs420'),
-    'efficientnet_b0': ('timm', 'efficientnet_b0'),  # torchvision's differs in BN epsilon only.
+    'efficientnet_b0': ('timm', 'efficientnet_b0'),  # timm: the family's reference here.
 }
 
 
-def torch_model(name: str, num_classes: int) -> tuple[Any, str] | None:
-    """(module, 'library:name') of the PyTorch counterpart of `name`, or None."""
+def counterpart(name: str) -> tuple[str, str] | None:
+    """(library, name there) of the PyTorch model matching jaxconv's `name`, or None."""
     _, torchvision, timm = import_torch()
-    library, other = TORCH_NAMES.get(name, (None, name))
+    if name in TORCH_NAMES and TORCH_NAMES[name] is None:
+        return None
+    library, other = TORCH_NAMES.get(name) or (None, name)
     if library in (None, 'torchvision') and other in torchvision.models.list_models():
-        # With their auxiliary heads, as jaxconv trains them; the default init is slow (scipy).
-        kwargs = {'aux_logits': True, 'init_weights': False} if other in (
-            'googlenet', 'inception_v3') else {}
-        return (torchvision.models.get_model(other, weights=None, num_classes=num_classes,
-                                             **kwargs), f'torchvision:{other}')
+        return 'torchvision', other
     if library in (None, 'timm') and other in timm.list_models():
-        return timm.create_model(other, pretrained=False, num_classes=num_classes), f'timm:{other}'
+        return 'timm', other
     return None
+
+
+def torch_model(library: str, name: str, num_classes: int) -> Any:
+    """A randomly initialised torchvision or timm model."""
+    _, torchvision, timm = import_torch()
+    if library == 'timm':
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    # With their auxiliary heads, as jaxconv trains them; the default init is slow (scipy).
+    kwargs = ({'aux_logits': True, 'init_weights': False}
+              if name in ('googlenet', 'inception_v3') else {})
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
 
 
 def device_name() -> str:
@@ -82,14 +91,14 @@ def benchmark_torch(name: str, *, batch: int, resolution: int, dtype: str, steps
     synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     # cuDNN picks its fastest algorithms by trying them, as XLA's autotuner does for JAX.
     torch.backends.cudnn.benchmark = True
-    found = torch_model(name, num_classes)
+    found = counterpart(name)
     if found is None:
         return [{'model': name, 'mode': mode, 'error': 'no torchvision/timm counterpart'}
                 for mode in modes]
     rows = []
     for mode in modes:
-        model, source = torch_model(name, num_classes)  # A fresh model per mode.
-        row = {'model': name, 'source': source, 'mode': mode, 'batch': batch,
+        model = torch_model(*found, num_classes)  # A fresh model per mode.
+        row = {'model': name, 'source': ':'.join(found), 'mode': mode, 'batch': batch,
                'resolution': resolution, 'dtype': dtype, 'device': device,
                'threads': torch.get_num_threads(),
                'params': sum(p.numel() for p in model.parameters())}
@@ -166,19 +175,3 @@ def _run_mode(torch, model, mode: str, *, batch, resolution, dtype, steps, warmu
     figures['eval'] = throughput(_time(eval_step, warmup=warmup, steps=steps,
                                        synchronize=synchronize), batch)
     return figures
-
-
-def best_torch(rows: list[dict], key: str) -> dict | None:
-    """The fastest mode's row for `key` ('train' or 'eval'), among those that ran."""
-    ran = [row for row in rows if key in row]
-    return max(ran, key=lambda row: row[key]['img_per_sec']) if ran else None
-
-
-def ratios(jax_row: dict, torch_rows: list[dict]) -> dict:
-    """jaxconv img/s over each torch mode's, for train and eval (nan where a mode failed)."""
-    out = {}
-    for row in torch_rows:
-        for key in ('train', 'eval'):
-            theirs = row.get(key, {}).get('img_per_sec', np.nan)
-            out[f'{key}_{row["mode"]}'] = jax_row[key]['img_per_sec'] / theirs
-    return out
