@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jaxconv.bench import __main__ as cli
-from jaxconv.bench import checks, complexity, hlo, input_pipeline, measure, torch_side
+from jaxconv.bench import checks, complexity, hlo, input_pipeline, measure, profile, torch_side
 
 
 def test_multiply_adds_of_resnet50_and_efficientnet_b0_match_the_published_figures():
@@ -91,8 +91,8 @@ def _sgd_step(state, images, labels, *, model, tx, recompile=False):
     return params, opt_state
 
 
-def _run_checks(model=None, donate=True, host_batch=False, dtype='float32', **step_kwargs):
-    """The checked run of a tiny conv net's SGD step, as `measure` runs the trainer's."""
+def _tiny_step(model=None, donate=True, host_batch=False, **step_kwargs) -> measure.Step:
+    """A tiny conv net's SGD step, its state donated, as `measure` runs the trainer's."""
     model = model or _TinyConvNet()
     tx = optax.sgd(0.1, momentum=0.9)
     rng = np.random.default_rng(0)
@@ -103,10 +103,14 @@ def _run_checks(model=None, donate=True, host_batch=False, dtype='float32', **st
                           shapes)
     fn = jax.jit(functools.partial(_sgd_step, model=model, tx=tx, **step_kwargs),
                  donate_argnums=(0,) if donate else ())
-    step = measure.Step(fn, ((params, tx.init(params)),
+    return measure.Step(fn, ((params, tx.init(params)),
                              images if host_batch else jnp.asarray(images),
                              jnp.array([0, 1, 2, 0])),
                         lambda args, outputs: (outputs, *args[1:]))
+
+
+def _run_checks(dtype='float32', **step_kwargs):
+    step = _tiny_step(**step_kwargs)
     _, final_checks = measure.checked_start(step, dtype=dtype, params_of=lambda a: a[0][0],
                                             param_shapes=[(3, 3, 3, 4), (4, 3)])
     measure.time_interleaved([step], warmup=0, count=2)
@@ -167,6 +171,17 @@ def test_layout_check_flags_nchw_convolutions_but_not_nhwc():
         assert check.passed is passes, (layout, check)
 
 
+def test_kernel_and_unit_dimension_transposes_are_not_flagged():
+    # What JAX emits for a depthwise kernel's gradient (unit dimensions moved), a kernel flip,
+    # and an activation transpose; only the last moves an activation's data.
+    program = '\n'.join([
+        '%1 = stablehlo.transpose %0, dims = [0, 1, 3, 2, 4] : (tensor<3x3x1x96x1xf32>) -> t',
+        '%2 = stablehlo.transpose %0, dims = [1, 0, 2, 3] : (tensor<3x3x32x64xf32>) -> t',
+        '%3 = stablehlo.transpose %0, dims = [0, 3, 1, 2] : (tensor<8x16x16x32xf32>) -> t'])
+    kernels = {checks._signature(s) for s in [(3, 3, 1, 96), (3, 3, 32, 64)]}
+    assert checks._program_transposes(program, kernels) == [(8, 16, 16, 32)]
+
+
 def test_physical_transpose_is_told_from_a_relabelling():
     body = {i.name: i for i in (
         hlo._parse_instruction('%a = f32[8,2,2,512]{3,2,1,0} parameter(0)', 'c'),
@@ -188,19 +203,30 @@ def test_hlo_reads_a_cudnn_convolution():
     assert instruction.outputs[0] == hlo.Shape('bf16', (128, 56, 56, 64), (3, 2, 1, 0))
 
 
+def test_profile_splits_a_step_into_forward_and_backward_convolutions(tmp_path):
+    step = _tiny_step()
+    _, compiled, _ = step.compile()
+    step.call()
+    rows = profile.jax_breakdown(step.call, compiled.as_text(), [(3, 3, 3, 4), (4, 3)],
+                                 calls=2, trace_dir=str(tmp_path))
+    share = {row['kind']: row['share'] for row in rows}
+    assert sum(share.values()) == pytest.approx(1.0)
+    assert share['convolution: forward'] > 0
+    assert share['convolution: backward (input and kernel gradients)'] > 0
+
+
 # ---- The PyTorch side -----------------------------------------------------------------------
 
-def test_torch_counterparts_are_timed_in_the_same_modes():
+def test_torch_counterpart_is_timed_like_ours():
     assert torch_side.counterpart('resnet_rs50') == ('timm', 'resnetrs50')
     assert torch_side.counterpart('alexnet') is None  # Two towers; torchvision's is alexnet_tv.
     assert torch_side.counterpart('lenet5') is None
-    rows = torch_side.benchmark_torch('squeezenet1_1', batch=2, resolution=32, dtype='float32',
-                                      steps=2, warmup=1, modes=('eager', 'channels_last'))
-    assert [row['mode'] for row in rows] == ['eager', 'channels_last']
-    for row in rows:
-        assert row['source'] == 'torchvision:squeezenet1_1' and 'error' not in row, row
-        assert row['params'] == 1_235_496  # params.md: the same network as ours.
-        assert row['train']['img_per_sec'] > 0 and row['eval']['steps'] == 2
+    (row,) = torch_side.benchmark_torch('squeezenet1_1', batch=2, resolution=32,
+                                        dtype='bfloat16', steps=2, warmup=1,
+                                        modes=('channels_last',))
+    assert row['source'] == 'torchvision:squeezenet1_1' and 'error' not in row, row
+    assert row['params'] == 1_235_496  # params.md: the same network as ours.
+    assert row['train']['img_per_sec'] > 0 and row['eval']['steps'] == 2
 
 
 # ---- The input pipeline -------------------------------------------------------------------

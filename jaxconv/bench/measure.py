@@ -288,8 +288,8 @@ def benchmark_model(name: str, *, batch: int, resolution: int, dtype: str, steps
         from jaxconv.bench import profile
 
         row['profile'] = profile.jax_breakdown(
-            train.call, figures['compiled_text'], calls=min(steps, PROFILE_CALLS),
-            trace_dir=os.path.join(profile_dir, name))
+            train.call, figures['compiled_text'], param_shapes,
+            calls=min(steps, PROFILE_CALLS), trace_dir=os.path.join(profile_dir, name))
 
     # The trainer's eval step.
     evaluate = Step(adapter.trainer_eval_step(model, mesh),

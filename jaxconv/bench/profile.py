@@ -3,8 +3,8 @@
 JAX: a `jax.profiler` trace of a few calls of the compiled step. Each event is named after the
 HLO instruction the runtime ran (a fusion, a convolution, a copy...); the compiled module's text
 tells its kind. Convolutions are split by direction with the op names JAX records: the forward
-pass's are under `jvp(...)`, the backward pass's under `transpose(jvp(...))`, and among those the
-kernel gradients are the ones whose output has a kernel's shape.
+pass's are under `jvp(...)`, the backward pass's under `transpose(jvp(...))`, and kernel gradients
+(which may carry no op name) have a kernel's shape.
 
 PyTorch: `torch.profiler` over the same number of calls of its train step; self CPU (or CUDA)
 time per aten op, grouped the same way (`aten::convolution_backward` computes both gradients).
@@ -47,20 +47,25 @@ def _convolution(instruction: hlo.Instruction, module: hlo.Module) -> hlo.Instru
                               for i in module.called(instruction).values())), None)
 
 
-def kind_of(instruction: hlo.Instruction | None, module: hlo.Module) -> str:
+def kind_of(instruction: hlo.Instruction | None, module: hlo.Module,
+            kernel_signatures: set[tuple[int, ...]]) -> str:
     if instruction is None:
         return KINDS[3]
     convolution = _convolution(instruction, module)
     if convolution is not None:
         op_name = (_OP_NAME.findall(convolution.attributes) or [''])[0]
-        return KINDS[1] if 'transpose(' in op_name else KINDS[0]
+        # Kernel gradients may carry no op name; their output has a kernel's shape.
+        kernel_shaped = bool(convolution.outputs) and tuple(sorted(
+            d for d in convolution.outputs[0].dims if d != 1)) in kernel_signatures
+        return KINDS[1] if 'transpose(' in op_name or kernel_shaped else KINDS[0]
     if instruction.opcode in ('copy', 'transpose') or re.search(
             r'(^|_)(copy|transpose)', instruction.name):
         return KINDS[2]
     return KINDS[3]
 
 
-def jax_breakdown(call: Callable[[], float], compiled_text: str, *, calls: int,
+def jax_breakdown(call: Callable[[], float], compiled_text: str,
+                  param_shapes: list[tuple[int, ...]], *, calls: int,
                   trace_dir: str) -> list[dict]:
     """Share of each kind, and milliseconds per call, over `calls` traced calls of `call`
     (which runs one step and returns its seconds)."""
@@ -71,6 +76,7 @@ def jax_breakdown(call: Callable[[], float], compiled_text: str, *, calls: int,
                  key=os.path.getmtime)
     module = hlo.parse(compiled_text)
     instructions = _instructions(module)
+    kernels = {tuple(sorted(d for d in shape if d != 1)) for shape in param_shapes}
     totals = collections.Counter()
     for plane in jax.profiler.ProfileData.from_file(newest).planes:
         for line in plane.lines:
@@ -79,7 +85,7 @@ def jax_breakdown(call: Callable[[], float], compiled_text: str, *, calls: int,
             for event in line.events:
                 if any(event.name.startswith(w) for w in _WRAPPERS):
                     continue
-                totals[kind_of(instructions.get(event.name), module)] += event.duration_ns
+                totals[kind_of(instructions.get(event.name), module, kernels)] += event.duration_ns
     return _rows(totals, seconds)
 
 
