@@ -28,10 +28,16 @@ train: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
-bench: $(STAMP)
-	$(PY) benchmarks/train_throughput.py --models lenet5,resnet18
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) benchmarks/train_throughput.py --models lenet5,resnet18
-	$(PY) benchmarks/randaugment_pipeline.py
+# README's benchmark tables and chart; wall-clock timings, so run it alone on the machine.
+# Needs the [torch] extra (the PyTorch and timm sides).
+bench: $(TEST_STAMP)
+	$(PY) -m jaxconv.bench --models resnet50,efficientnet_b0 --batch 32 --resolution 224 \
+		--steps 10 --compare torch --profile runs/bench_profile --json benchmarks/cpu_float32.json
+	$(PY) -m jaxconv.bench --models resnet50,efficientnet_b0 --batch 32 --resolution 224 \
+		--steps 10 --dtype bfloat16 --compare torch --torch-modes eager,channels_last \
+		--json benchmarks/cpu_bfloat16.json
+	$(PY) -m jaxconv.bench --models '' --pipeline --pipeline-cores 1 --json benchmarks/pipeline.json
+	$(PY) -m jaxconv.bench --models '' --chart benchmarks
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
