@@ -57,18 +57,56 @@ def jaxconv_twin(library: str, reference: str, module, resolution: int, **model_
                              layout.framework)
 
 
+def random_images(resolution: int, batch: int = 2) -> np.ndarray:
+    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
+    return images.astype(np.float32)
+
+
+def reference_outputs(module, images: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+    """{'logits': ..., and in train mode 'aux_logits1', 'aux_logits2' / 'aux_logits'} of a torch
+    model; train mode normalises with batch statistics (set its dropout rates to 0 to compare)."""
+    torch, _, _ = import_torch()
+    module.train(train)
+    with torch.no_grad():
+        out = module(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    if not isinstance(out, tuple):
+        return {'logits': out.numpy()}
+    return {name: getattr(out, name).numpy() for name in out._fields}
+
+
+def jaxconv_outputs(model, variables, images: np.ndarray,
+                    train: bool = False) -> dict[str, np.ndarray]:
+    """The same dict from a jaxconv model: its sown aux logits in order (aux1 first)."""
+    if not train:
+        return {'logits': np.asarray(model.apply(variables, jnp.asarray(images), train=False))}
+    logits, state = model.apply(variables, jnp.asarray(images), train=True,
+                                mutable=['batch_stats', 'intermediates'])
+    outputs = {'logits': np.asarray(logits)}
+    aux = state.get('intermediates', {}).get('aux_logits', ())
+    names = ['aux_logits'] if len(aux) == 1 else [f'aux_logits{i + 1}' for i in range(len(aux))]
+    outputs.update({name: np.asarray(a) for name, a in zip(names, aux, strict=True)})
+    return outputs
+
+
+def torch_parity_errors(library: str, reference: str, resolution: int = 64, batch: int = 2,
+                        reference_kwargs: dict | None = None, train: bool = False,
+                        **model_kwargs) -> dict[str, float]:
+    """Relative error of each output (logits, and aux logits in train mode) of jaxconv against
+    the reference, same weights; a missing or extra output fails the comparison."""
+    module = torch_reference(library, reference, **(reference_kwargs or {}))
+    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
+    images = random_images(resolution, batch)
+    expected = reference_outputs(module, images, train)
+    actual = jaxconv_outputs(model, variables, images, train)
+    assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
+    return {name: relative_error(actual[name], expected[name]) for name in expected}
+
+
 def torch_parity(library: str, reference: str, resolution: int = 64, batch: int = 2,
                  reference_kwargs: dict | None = None, **model_kwargs) -> float:
     """Relative error of jaxconv's eval-mode logits against the reference's, same weights."""
-    torch, _, _ = import_torch()
-    module = torch_reference(library, reference, **(reference_kwargs or {}))
-    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
-    images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
-    images = images.astype(np.float32)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    actual = np.asarray(model.apply(variables, jnp.asarray(images), train=False))
-    return relative_error(actual, expected)
+    return torch_parity_errors(library, reference, resolution, batch, reference_kwargs,
+                               **model_kwargs)['logits']
 
 
 def keras_reference(application: str, resolution: int, seed: int = 0, **kwargs):

@@ -168,6 +168,10 @@ EXPECTED = {
     'efficientnet_b5': (30_389_784, 1000),
     'efficientnet_b6': (43_040_704, 1000),
     'efficientnet_b7': (66_347_960, 1000),
+    # timm's name for the TF port: the same networks (params.md, timm tf_efficientnet_b*).
+    **{f'tf_efficientnet_b{phi}': (count, 1000) for phi, count in enumerate((
+        5_288_548, 7_794_184, 9_109_994, 12_233_232, 19_341_616, 30_389_784, 43_040_704,
+        66_347_960))},
     # ResNet-D only changes the stem (avg-down adds no parameters).
     **{f'resnet{d}d': (v1 + DEEP_STEM_DELTA, 1000) for d, v1 in (
         (18, 11_689_512), (34, 21_797_672), (101, 44_549_160), (152, 60_192_808),
@@ -201,7 +205,7 @@ PREACT_IMAGENET = [f'preact_resnet{d}' for d in resnet.IMAGENET_DEPTHS]
 
 def family_names() -> list[str]:
     return sorted([*resnet.VARIANTS, *preact_resnet.VARIANTS, *densenet.VARIANTS,
-                   *(f'efficientnet_b{phi}' for phi in efficientnet.PUBLISHED_COEFFICIENTS)])
+                   *efficientnet.VARIANTS])
 
 
 def test_every_name_has_a_reference():
@@ -270,8 +274,7 @@ TIMM_PLANS = {
 
 @pytest.mark.parametrize('phi', sorted(TIMM_PLANS))
 def test_efficientnet_blocks_match_timm(phi):
-    width, depth, _, _ = efficientnet.efficientnet_coefficients(phi)
-    stem, stages, head_width = efficientnet.scaled_stages(width, depth)
+    stem, stages, head_width = create_model(f'efficientnet_b{phi}').plan()
     assert (stem, tuple((r, c) for r, _, _, _, c in stages), head_width) == TIMM_PLANS[phi]
     # The built model has exactly these blocks and widths.
     params = abstract_params(f'efficientnet_b{phi}', 1000)
@@ -284,17 +287,17 @@ def test_efficientnet_blocks_match_timm(phi):
 
 
 def test_efficientnet_formula_mode():
-    """scaling='formula' at phi=1: width 1.1 and depth 1.2 give B2's channels and repeats, and the
+    """Eq. 3 at phi=1: width 1.1 and depth 1.2 give B2's channels and repeats, and the
     resolution is round(224 * 1.15) = 258 (the released B1 uses 1.0, 1.1, 240)."""
-    model = create_model('efficientnet_b1', scaling='formula')
+    model = create_model('efficientnet_b0', **efficientnet.compound_overrides(1))
     assert (model.width_multiplier, model.depth_multiplier) == pytest.approx((1.1, 1.2))
     assert model.default_image_size == 258
-    assert efficientnet.scaled_stages(model.width_multiplier, model.depth_multiplier) == \
-        efficientnet.scaled_stages(1.1, 1.2)
-    custom = create_model('efficientnet_b0', scaling='formula', phi=2, alpha=1.1, beta=1.2)
+    assert model.plan() == create_model('efficientnet_b2').plan()
+    custom = create_model('efficientnet_b0',
+                          **efficientnet.compound_overrides(2, alpha=1.1, beta=1.2))
     assert (custom.depth_multiplier, custom.width_multiplier) == pytest.approx((1.21, 1.44))
     with pytest.raises(ValueError, match='phi=9'):
-        create_model('efficientnet_b0', phi=9)
+        efficientnet.compound_overrides(9, scaling='published')
 
 
 # Stochastic depth.
@@ -396,7 +399,7 @@ FORWARD = [
     ('wrn16_4', 32, dict(width_multiplier=0.25, block_dropout_rate=0.3)),
     ('densenet_bc100_k12', 32, dict(depth_multiplier=0.1)),
     ('efficientnet_b0', 35, dict(depth_multiplier=0.3, width_multiplier=0.25,
-                                 tf_same_padding=True)),
+                                 padding='symmetric')),  # timm's native layout; TF's is default.
 ]
 
 

@@ -79,7 +79,9 @@ def layer_rows(model: nn.Module, resolution: int, channels: int = 3) -> tuple[li
     rows: list[Row] = []
     seen: set[tuple[str, ...]] = set()
     for stack, eqn in _equations(closed.jaxpr):
-        path = tuple(stack.split('/')[1:])  # The first entry is the top module's class name.
+        # The first entry is the top module's class name; 'Class.method' entries are the scopes
+        # of methods other than __call__ (the shared `classify` head): not modules.
+        path = tuple(part for part in stack.split('/')[1:] if '.' not in part)
         name = '/'.join(path)
         under = f'{name}/' if name else ''  # Pools and LRNs are functions: named by their module.
         prim = eqn.primitive.name
@@ -134,7 +136,7 @@ def report(name: str, resolution: int | None = None, num_classes: int = 1000,
            channels: int = 3, **overrides: Any) -> str:
     """The layer table of the registered model `name`, as text."""
     model = create_model(name, num_classes=num_classes, **overrides)
-    resolution = resolution or getattr(model, 'default_image_size', 224)
+    resolution = resolution or model.default_image_size
     rows, params = layer_rows(model, resolution, channels)
     total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     macs = count_macs(model, resolution, channels)
