@@ -6,6 +6,8 @@ pools have uneven, overlapping windows (a 3x3 map pooled to 7x7, 4x4 to 6x6, 6x6
 parity covers the pool and the CHW flatten order of the FC after it, not only the identity at 224.
 """
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from parity import (
     jaxconv_outputs,
@@ -21,6 +23,8 @@ from parity import (
 from jaxconv.convert import TransplantError, get_layout, transplant
 from jaxconv.convert.core import torch_state
 from jaxconv.convert.layouts import dotted
+from jaxconv.models.layers import adaptive_avg_pool, pool2d_ceil, window_output_size
+from jaxconv.torch_support import import_torch
 
 CASES = [  # (library, reference, resolution)
     ('torchvision', 'resnet50', 64),
@@ -93,3 +97,37 @@ def test_a_wrong_layout_is_caught():
     # features.3 reads 64 channels, features.4 128: both squeeze kernels misfit, nothing else.
     assert lines[0] == '2 weight(s) do not match the jaxconv model:'
     assert all('shape' in line and '/squeeze/kernel' in line for line in lines[1:])
+
+
+@pytest.mark.parametrize('height,width,size', [(3, 3, 7), (9, 5, 7), (14, 14, 4), (6, 7, 4),
+                                               (4, 4, 6), (1, 2, 6), (7, 7, 7)])
+def test_adaptive_avg_pool_is_torchs(height, width, size):
+    """Uneven, overlapping and repeating windows (n < size) included."""
+    torch, _, _ = import_torch()
+    x = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32)
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                                       size).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), size), expected, rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_pool_output_sizes_and_ceil_mode_values_are_torchs():
+    """window_output_size (which the minimum-input checks use) against torch's pooling shapes for
+    every small case, and the ceil-mode max pool's values where windows hang over the edge."""
+    torch, _, _ = import_torch()
+    for n in range(1, 12):
+        for window, stride, padding in ((2, 2, 0), (3, 2, 0), (3, 2, 1), (3, 1, 1), (5, 3, 0)):
+            for ceil_mode in (False, True):
+                pool = torch.nn.MaxPool2d(window, stride, padding, ceil_mode=ceil_mode)
+                try:
+                    expected = pool(torch.zeros(1, 1, n, n)).shape[-1]
+                except RuntimeError:  # "Output size is too small".
+                    expected = 0
+                assert max(window_output_size(n, window, stride, padding, ceil_mode), 0) \
+                    == expected, (n, window, stride, padding, ceil_mode)
+    x = np.random.default_rng(1).normal(size=(1, 14, 9, 2)).astype(np.float32)
+    for window in (2, 3):
+        expected = torch.nn.functional.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                                  window, 2, ceil_mode=True)
+        np.testing.assert_array_equal(pool2d_ceil('max', jnp.asarray(x), window, 2),
+                                      expected.numpy().transpose(0, 2, 3, 1))
