@@ -117,14 +117,18 @@ class GoogLeNet(BatchNormKnobs):
     kernel_5x5: int = 3  # 3: torchvision's weights; 5: the paper's Table 1.
     last_pool_window: int = 2  # The pool before stage 5: 2x2/2 (torchvision) or 3x3/2 (paper).
 
+    def pool_window(self, stage: int) -> int:
+        """The window of the stride-2, ceil-mode max pool before stage `stage` (1, 2, ...)."""
+        return self.last_pool_window if stage == len(self.stages) - 1 else 3
+
     def min_input_size(self, with_aux: bool) -> int:
         """The conv1 7x7/2 and every ceil-mode pool leave a pixel; the paper's 5x5 aux pool needs
         a 5x5 map at the aux heads (the adaptive pool takes any map)."""
-        steps = [(7, 2, 3, False), (3, 2, 0, True), (3, 2, 0, True)]
-        pools = [(3, 2, 0, True)] * (len(self.stages) - 2) + [(self.last_pool_window, 2, 0, True)]
-        size = smallest_input(steps + pools[:len(self.stages) - 1])
+        stem = [(7, 2, 3, False), (3, 2, 0, True), (3, 2, 0, True)]
+        pools = [(self.pool_window(i), 2, 0, True) for i in range(1, len(self.stages))]
+        size = smallest_input(stem + pools)
         if with_aux and self.aux_pool == 'paper':  # The aux heads sit in the second stage.
-            size = max(size, smallest_input(steps + pools[:1] + [(5, 3, 0, False)]))
+            size = max(size, smallest_input(stem + pools[:1] + [(5, 3, 0, False)]))
         return size
 
     @nn.compact
@@ -148,8 +152,7 @@ class GoogLeNet(BatchNormKnobs):
         x = pool2d_ceil('max', x, window=3, stride=2)
         for i, stage in enumerate(self.stages):
             if i > 0:
-                window = self.last_pool_window if i == len(self.stages) - 1 else 3
-                x = pool2d_ceil('max', x, window=window, stride=2)
+                x = pool2d_ceil('max', x, window=self.pool_window(i), stride=2)
             for spec in stage:
                 x = Inception(spec, conv, self.kernel_5x5, name=f'inception{spec.name}')(x)
                 if with_aux and spec.name in self.aux_after:
