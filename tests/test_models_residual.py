@@ -168,10 +168,6 @@ EXPECTED = {
     'efficientnet_b5': (30_389_784, 1000),
     'efficientnet_b6': (43_040_704, 1000),
     'efficientnet_b7': (66_347_960, 1000),
-    # timm's name for the TF port: the same networks (params.md, timm tf_efficientnet_b*).
-    **{f'tf_efficientnet_b{phi}': (count, 1000) for phi, count in enumerate((
-        5_288_548, 7_794_184, 9_109_994, 12_233_232, 19_341_616, 30_389_784, 43_040_704,
-        66_347_960))},
     # ResNet-D only changes the stem (avg-down adds no parameters).
     **{f'resnet{d}d': (v1 + DEEP_STEM_DELTA, 1000) for d, v1 in (
         (18, 11_689_512), (34, 21_797_672), (101, 44_549_160), (152, 60_192_808),
@@ -204,8 +200,20 @@ PREACT_IMAGENET = [f'preact_resnet{d}' for d in resnet.IMAGENET_DEPTHS]
 
 
 def family_names() -> list[str]:
+    """Every name of these families but the tf_efficientnet_* aliases (tested below)."""
     return sorted([*resnet.VARIANTS, *preact_resnet.VARIANTS, *densenet.VARIANTS,
-                   *efficientnet.VARIANTS])
+                   *(n for n in efficientnet.VARIANTS if not n.startswith('tf_'))])
+
+
+def test_tf_efficientnet_names_are_the_same_networks():
+    """timm's names of its TF ports (tf_efficientnet_b*, 5,288,548 ... parameters like
+    efficientnet_b* in params.md) build exactly jaxconv's default, TF-layout EfficientNets."""
+    aliases = [n for n in efficientnet.VARIANTS if n.startswith('tf_')]
+    assert len(aliases) == 8
+    for alias in aliases:
+        name = alias.removeprefix('tf_')
+        assert create_model(alias).clone(variant=name) == create_model(name)
+        assert create_model(alias).padding == 'same' and create_model(alias).bn_epsilon == 1e-3
 
 
 def test_every_name_has_a_reference():
