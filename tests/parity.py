@@ -8,8 +8,14 @@ BatchNorm's running statistics to the size of its actual input on the test image
 (`calibrate_*_batch_norm`). Without that, random weights shrink the activations layer by layer
 until the BN offsets alone decide the logits: Xception with every max-pool window one pixel off
 (PyTorch's padding under Keras' weights, 75x75 input) matched Keras to 2e-7; calibrated, 5e-2.
+
+Conv and linear weights keep the library's init, except with `he_init=True`: torchvision's
+GoogLeNet and Inception v3 draw truncated normals of std 0.01 and 0.1, under which the logits
+hardly depend on the convolutions (a wrong pool window changed GoogLeNet's by less than 1e-4);
+He-normal weights (std sqrt(2 / fan-in)) let every layer reach them.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -42,7 +48,8 @@ def eval_logits(model, variables, images: np.ndarray) -> np.ndarray:
     return np.asarray(forward(variables, images))
 
 
-def torch_reference(library: str, reference: str, seed: int = 0, **kwargs):
+def torch_reference(library: str, reference: str, seed: int = 0, he_init: bool = False,
+                    **kwargs):
     """The library's model in eval mode with random weights and randomised BatchNorm state."""
     torch, torchvision, timm = import_torch()
     torch.manual_seed(seed)
@@ -54,6 +61,9 @@ def torch_reference(library: str, reference: str, seed: int = 0, **kwargs):
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for layer in module.modules():
+            if he_init and isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = layer.weight[0].numel()
+                layer.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
             if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                 for tensor, low, high in ((layer.weight, 0.5, 1.5), (layer.bias, -0.2, 0.2),
                                           (layer.running_mean, -0.2, 0.2),
@@ -104,26 +114,76 @@ def jaxconv_twin(library: str, reference: str, module, resolution: int, **model_
     layout = get_layout(library, reference)
     model = models.create_model(layout.model, num_classes=NUM_CLASSES,
                                 **{**layout.model_kwargs, **model_kwargs})
-    image = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+    # Shapes only, at the native size: training-only heads (Inception v3's aux) may need it.
+    del resolution  # Parameter shapes of the torch layouts do not depend on it.
+    size = model.default_image_size
+    image = jnp.zeros((1, size, size, 3), jnp.float32)
     keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
     template = jax.eval_shape(lambda: model.init(keys, image, train=True))
     return model, transplant(template, torch_state(module), layout.source_module,
                              layout.framework)
 
 
-def torch_parity(library: str, reference: str, resolution: int = 64, batch: int = 2,
-                 reference_kwargs: dict | None = None, **model_kwargs) -> float:
-    """Relative error of jaxconv's eval-mode logits against the reference's, same weights."""
-    torch, _, _ = import_torch()
-    module = torch_reference(library, reference, **(reference_kwargs or {}))
+def random_images(resolution: int, batch: int = 2) -> np.ndarray:
     images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
-    images = images.astype(np.float32)
-    images_nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
-    calibrate_torch_batch_norm(module, images_nchw)
-    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
+    return images.astype(np.float32)
+
+
+def reference_outputs(module, images: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+    """{'logits': ..., and in train mode 'aux_logits1', 'aux_logits2' / 'aux_logits'} of a torch
+    model; train mode normalises with batch statistics (set its dropout rates to 0 to compare)."""
+    torch, _, _ = import_torch()
+    module.train(train)
     with torch.no_grad():
-        expected = module(images_nchw).numpy()
-    return relative_error(eval_logits(model, variables, images), expected)
+        out = module(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    if not isinstance(out, tuple):
+        return {'logits': out.numpy()}
+    return {name: getattr(out, name).numpy() for name in out._fields}
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'train'),
+                   compiler_options={'xla_backend_optimization_level': 0})
+def _forward(model, variables, images, train: bool):
+    """One compile of the whole forward pass: on CPU far cheaper than running a deep net op by
+    op (DenseNet-121: 5 s against 26 s); LLVM optimisation level 0 changes no float operation."""
+    if not train:
+        return model.apply(variables, images, train=False), {}
+    return model.apply(variables, images, train=True, mutable=['batch_stats', 'intermediates'])
+
+
+def jaxconv_outputs(model, variables, images: np.ndarray,
+                    train: bool = False) -> dict[str, np.ndarray]:
+    """The same dict from a jaxconv model: its sown aux logits in order (aux1 first)."""
+    logits, state = _forward(model, variables, jnp.asarray(images), train)
+    outputs = {'logits': np.asarray(logits)}
+    aux = state.get('intermediates', {}).get('aux_logits', ())
+    names = ['aux_logits'] if len(aux) == 1 else [f'aux_logits{i + 1}' for i in range(len(aux))]
+    outputs.update({name: np.asarray(a) for name, a in zip(names, aux, strict=True)})
+    return outputs
+
+
+def torch_parity_errors(library: str, reference: str, resolution: int = 64, batch: int = 2,
+                        reference_kwargs: dict | None = None, train: bool = False,
+                        he_init: bool = False, **model_kwargs) -> dict[str, float]:
+    """Relative error of each output (logits, and aux logits in train mode) of jaxconv against
+    the reference, same weights; a missing or extra output fails the comparison."""
+    torch, _, _ = import_torch()
+    module = torch_reference(library, reference, he_init=he_init, **(reference_kwargs or {}))
+    images = random_images(resolution, batch)
+    calibrate_torch_batch_norm(module, torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    model, variables = jaxconv_twin(library, reference, module, resolution, **model_kwargs)
+    expected = reference_outputs(module, images, train)
+    actual = jaxconv_outputs(model, variables, images, train)
+    assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
+    return {name: relative_error(actual[name], expected[name]) for name in expected}
+
+
+def torch_parity(library: str, reference: str, resolution: int = 64, batch: int = 2,
+                 reference_kwargs: dict | None = None, he_init: bool = False,
+                 **model_kwargs) -> float:
+    """Relative error of jaxconv's eval-mode logits against the reference's, same weights."""
+    return torch_parity_errors(library, reference, resolution, batch, reference_kwargs,
+                               he_init=he_init, **model_kwargs)['logits']
 
 
 def keras_reference(application: str | Callable, resolution: int, seed: int = 0, **kwargs):

@@ -183,10 +183,15 @@ def test_param_count(name, resolution, num_classes, expected, source):
 @pytest.mark.parametrize('name,overrides,resolution,expected', [
     ('alexnet', {'groups': 1}, 227, ALEXNET_ONE_TOWER),
     ('googlenet', {'aux_logits': False}, 224, 6_624_904),  # torchvision without aux heads.
-    ('googlenet', {'norm': 'lrn', 'kernel_5x5': 5}, 224, googlenet_paper_count()),
+    ('googlenet_paper', {}, 224, googlenet_paper_count()),
     ('inception_v3', {'aux_logits': False}, 299, 23_834_568),  # torchvision / timm.
     ('fractalnet20', {'num_columns': 4}, 32, fractal_count(columns=4)),  # 40 layers deep.
     ('squeezenet1_0', {'bypass': True}, 224, 1_248_424),  # Sec. 6's simple bypass is free.
+    # torchvision's adaptive pools: FC6 reads 7x7x512 / 6x6x256 at any input size.
+    ('vgg16', {}, 96, 138_357_544), ('vgg16', {}, 320, 138_357_544),
+    ('alexnet_tv', {}, 159, 61_100_840), ('alexnet_tv', {}, 320, 61_100_840),
+    # The paper's fixed-size head at 256: an 8x8x512 map, 15 x 512 more FC6 inputs of 4096.
+    ('vgg16', {'adaptive_pool_size': None}, 256, 138_357_544 + 15 * 512 * 4096),
 ])
 def test_param_count_of_options(name, overrides, resolution, expected):
     model = models.create_model(name, num_classes=1000 if name != 'fractalnet20' else 10,
@@ -196,14 +201,19 @@ def test_param_count_of_options(name, overrides, resolution, expected):
 
 # --- Forward passes at each network's smallest (or a small) input ------------------------------
 
+# At these sizes the last map of VGG and AlexNet is 1x1: the paper's fixed-size head
+# (adaptive_pool_size=None) keeps FC6 at 512 / 256 inputs, where the default adaptive pool would
+# feed it 25,088 / 9,216 copies (the parity tests run that head at sizes where it pools).
+FIXED_HEAD = {'adaptive_pool_size': None}
 FORWARD = [  # (name, resolution, overrides)
-    ('alexnet', 67, {}), ('zfnet', 47, {}), ('alexnet_tv', 63, {}),
-    ('vgg11', 32, {}), ('vgg11_lrn', 32, {}), ('vgg13', 32, {}), ('vgg16_c', 32, {}),
-    ('vgg16', 32, {}), ('vgg19', 32, {}), ('vgg11_bn', 32, {}), ('vgg13_bn', 32, {}),
-    ('vgg16_bn', 32, {}), ('vgg19_bn', 32, {}), ('minivgg', 32, {}), ('nin_cifar10', 32, {}),
+    ('alexnet', 67, FIXED_HEAD), ('zfnet', 47, FIXED_HEAD), ('alexnet_tv', 63, FIXED_HEAD),
+    ('vgg11', 32, FIXED_HEAD), ('vgg11_lrn', 32, FIXED_HEAD), ('vgg13', 32, FIXED_HEAD),
+    ('vgg16_c', 32, FIXED_HEAD), ('vgg16', 32, FIXED_HEAD), ('vgg19', 32, FIXED_HEAD),
+    ('vgg11_bn', 32, FIXED_HEAD), ('vgg13_bn', 32, FIXED_HEAD), ('vgg16_bn', 32, FIXED_HEAD),
+    ('vgg19_bn', 32, FIXED_HEAD), ('minivgg', 32, {}), ('nin_cifar10', 32, {}),
     ('googlenet', 79, {}), ('inception_v3', 75, {'aux_logits': False}),
     ('squeezenet1_0', 21, {}), ('squeezenet1_1', 17, {}), ('fractalnet20', 32, {}),
-    ('mobilenet_v1', 32, {'dropout': 0.2}),  # Keras' 1e-3 would rarely change anything.
+    ('mobilenet_v1', 32, {'dropout_rate': 0.2}),  # Keras' 1e-3 would rarely change anything.
     ('mobilenet_v2', 32, {}),
 ]
 
@@ -251,8 +261,10 @@ def test_forward(name, resolution, overrides):
 
 @pytest.mark.parametrize('name,train,min_size', [
     ('alexnet', False, 67), ('zfnet', False, 47), ('alexnet_tv', False, 63), ('vgg16', False, 32),
-    ('minivgg', False, 4), ('nin_cifar10', False, 4), ('googlenet', False, 31),
-    ('googlenet', True, 79), ('inception_v3', False, 75), ('inception_v3', True, 299),
+    ('minivgg', False, 4), ('nin_cifar10', False, 4), ('googlenet', False, 15),
+    ('googlenet', True, 15),  # torchvision's min_size: the aux heads pool adaptively.
+    ('googlenet_paper', False, 31), ('googlenet_paper', True, 79),  # 5x5/3 aux pool.
+    ('inception_v3', False, 75), ('inception_v3', True, 299),
     ('squeezenet1_0', False, 21), ('squeezenet1_1', False, 17), ('fractalnet20', False, 32),
     ('mobilenet_v1', False, 32), ('mobilenet_v2', False, 32),
 ])
@@ -263,7 +275,7 @@ def test_too_small_input_fails_in_one_line_naming_the_minimum(name, train, min_s
     with pytest.raises(ValueError, match=f'at least {min_size}x{min_size} pixels') as error:
         jax.eval_shape(lambda x: model.init(rngs, x, train=train), small)
     assert '\n' not in str(error.value)
-    if name in ('minivgg', 'nin_cifar10', 'googlenet'):  # The others build at min_size above.
+    if name in ('minivgg', 'nin_cifar10', 'googlenet', 'googlenet_paper'):  # Others: above.
         fits = jax.ShapeDtypeStruct((1, min_size, min_size, 3), jnp.float32)
         jax.eval_shape(lambda x: model.init(rngs, x, train=train), fits)
 
@@ -368,7 +380,7 @@ def test_global_drop_path_keeps_the_chosen_column_only():
 
 
 def test_global_drop_path_runs_exactly_one_column_of_the_network():
-    small = dict(num_classes=5, filters=(8,), dropout=(0.0,))  # One block of three columns.
+    small = dict(num_classes=5, filters=(8,), block_dropout_rates=(0.0,))  # One block, C = 3.
     model = models.create_model('fractalnet20', global_drop_fraction=1.0, **small)
     variables = numpy_variables(abstract_variables(model, 2))
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 2, 2, 3), np.float32))

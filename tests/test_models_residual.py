@@ -200,8 +200,20 @@ PREACT_IMAGENET = [f'preact_resnet{d}' for d in resnet.IMAGENET_DEPTHS]
 
 
 def family_names() -> list[str]:
+    """Every name of these families but the tf_efficientnet_* aliases (tested below)."""
     return sorted([*resnet.VARIANTS, *preact_resnet.VARIANTS, *densenet.VARIANTS,
-                   *(f'efficientnet_b{phi}' for phi in efficientnet.PUBLISHED_COEFFICIENTS)])
+                   *(n for n in efficientnet.VARIANTS if not n.startswith('tf_'))])
+
+
+def test_tf_efficientnet_names_are_the_same_networks():
+    """timm's names of its TF ports (tf_efficientnet_b*, 5,288,548 ... parameters like
+    efficientnet_b* in params.md) build exactly jaxconv's default, TF-layout EfficientNets."""
+    aliases = [n for n in efficientnet.VARIANTS if n.startswith('tf_')]
+    assert len(aliases) == 8
+    for alias in aliases:
+        name = alias.removeprefix('tf_')
+        assert create_model(alias).clone(variant=name) == create_model(name)
+        assert create_model(alias).padding == 'same' and create_model(alias).bn_epsilon == 1e-3
 
 
 def test_every_name_has_a_reference():
@@ -270,8 +282,7 @@ TIMM_PLANS = {
 
 @pytest.mark.parametrize('phi', sorted(TIMM_PLANS))
 def test_efficientnet_blocks_match_timm(phi):
-    width, depth, _, _ = efficientnet.efficientnet_coefficients(phi)
-    stem, stages, head_width = efficientnet.scaled_stages(width, depth)
+    stem, stages, head_width = create_model(f'efficientnet_b{phi}').plan()
     assert (stem, tuple((r, c) for r, _, _, _, c in stages), head_width) == TIMM_PLANS[phi]
     # The built model has exactly these blocks and widths.
     params = abstract_params(f'efficientnet_b{phi}', 1000)
@@ -284,17 +295,17 @@ def test_efficientnet_blocks_match_timm(phi):
 
 
 def test_efficientnet_formula_mode():
-    """scaling='formula' at phi=1: width 1.1 and depth 1.2 give B2's channels and repeats, and the
+    """Eq. 3 at phi=1: width 1.1 and depth 1.2 give B2's channels and repeats, and the
     resolution is round(224 * 1.15) = 258 (the released B1 uses 1.0, 1.1, 240)."""
-    model = create_model('efficientnet_b1', scaling='formula')
+    model = create_model('efficientnet_b0', **efficientnet.compound_overrides(1))
     assert (model.width_multiplier, model.depth_multiplier) == pytest.approx((1.1, 1.2))
     assert model.default_image_size == 258
-    assert efficientnet.scaled_stages(model.width_multiplier, model.depth_multiplier) == \
-        efficientnet.scaled_stages(1.1, 1.2)
-    custom = create_model('efficientnet_b0', scaling='formula', phi=2, alpha=1.1, beta=1.2)
+    assert model.plan() == create_model('efficientnet_b2').plan()
+    custom = create_model('efficientnet_b0',
+                          **efficientnet.compound_overrides(2, alpha=1.1, beta=1.2))
     assert (custom.depth_multiplier, custom.width_multiplier) == pytest.approx((1.21, 1.44))
     with pytest.raises(ValueError, match='phi=9'):
-        create_model('efficientnet_b0', phi=9)
+        efficientnet.compound_overrides(9, scaling='published')
 
 
 # Stochastic depth.
@@ -396,7 +407,7 @@ FORWARD = [
     ('wrn16_4', 32, dict(width_multiplier=0.25, block_dropout_rate=0.3)),
     ('densenet_bc100_k12', 32, dict(depth_multiplier=0.1)),
     ('efficientnet_b0', 35, dict(depth_multiplier=0.3, width_multiplier=0.25,
-                                 tf_same_padding=True)),
+                                 padding='symmetric')),  # timm's native layout; TF's is default.
 ]
 
 

@@ -15,21 +15,31 @@ normalisation after the pooling, and ceil-mode pooling (Caffe's), which gives Fi
 110 -> 55 -> 26 -> 13 -> 6 map sizes.
 
 `alexnet_tv` is torchvision's `alexnet` (64-192-384-256-256, no LRN, dropout before each hidden
-FC): 61,100,840 parameters. Layers are named conv1..conv5 and fc6..fc8 (the Caffe names); they map
-in order onto torchvision's features.{0,3,6,8,10} and classifier.{1,4,6} (the first FC kernel
-needs its input rows permuted from CHW to our HWC flattening).
+FC): 61,100,840 parameters. Layers are named conv1..conv5 and fc6..fc8 (the Caffe names).
+
+The classifier: as torchvision, an adaptive average pool to 6x6 (`adaptive_pool_size`) comes
+before the flatten, so the FC fan-in and the parameter count are those of the native resolution
+whatever the input size; at the native size the pool is the identity. `adaptive_pool_size=None`
+is the papers' fixed-size head: the last map is flattened as it is, so FC6 grows with the input.
 """
 
-import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxconv.models.layers import check_min_input, local_response_norm, pool2d, pool2d_ceil
-from jaxconv.models.registry import register_model
+from jaxconv.models.base import ConvNet
+from jaxconv.models.layers import (
+    adaptive_avg_pool,
+    check_min_input,
+    fc_classifier,
+    local_response_norm,
+    pool2d,
+    pool2d_ceil,
+    smallest_input,
+)
+from jaxconv.models.registry import register_variants
 
 
 class ConvSpec(NamedTuple):
@@ -44,50 +54,31 @@ class ConvSpec(NamedTuple):
     pool: bool = False  # Max pooling 3x3/2 after the ReLU.
 
 
-def _pool_out(n: int, ceil: bool) -> int:
-    """Output side of a 3x3/2 max pooling (floor or ceil mode) on an n-pixel map."""
-    if ceil:
-        out = -(-(n - 3) // 2) + 1
-        return out - 1 if (out - 1) * 2 >= n else out
-    return (n - 3) // 2 + 1
+class AlexNet(ConvNet):
+    """A stack of conv layers (`convs`) followed by fully connected layers, AlexNet style.
 
-
-def min_input_size(convs: Sequence[ConvSpec], ceil_pool: bool) -> int:
-    """The smallest square input for which every conv and pooling still has a map to work on."""
-    for size in range(1, 4096):
-        n, ok = size, True
-        for spec in convs:
-            n = (n + 2 * spec.padding - spec.kernel) // spec.stride + 1
-            if n < 1 or (spec.pool and (n < 3 if not ceil_pool else n < 2)):
-                ok = False
-                break
-            if spec.pool:
-                n = _pool_out(n, ceil_pool)
-        if ok and n >= 1:
-            return size
-    raise ValueError('no input size fits these layers')
-
-
-class AlexNet(nn.Module):
-    """A stack of conv layers (`convs`) followed by fully connected layers, AlexNet style."""
+    `dropout_rate` is the rate of both FC dropouts (0.5 in every variant).
+    """
 
     convs: Sequence[ConvSpec]
-    num_classes: int = 1000
     groups: int = 1  # 2: the paper's two-tower network (grouped CONV2, CONV4, CONV5).
     hidden: Sequence[int] = (4096, 4096)
-    dropout: float = 0.5
     dropout_before_fc: bool = False  # torchvision drops the FC inputs; the paper their outputs.
     lrn_after_pool: bool = False  # ZFNet normalises the pooled maps; AlexNet pools the normalised.
     ceil_pool: bool = False
-    dtype: Any = jnp.float32
+    adaptive_pool_size: int | None = 6  # None: the papers' fixed-size head.
 
-    default_image_size: ClassVar[int] = 227
+    def min_input_size(self) -> int:
+        steps = []
+        for spec in self.convs:
+            steps.append((spec.kernel, spec.stride, spec.padding, False))
+            if spec.pool:
+                steps.append((3, 2, 0, self.ceil_pool))
+        return smallest_input(steps)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_min_input(type(self).__name__, x, min_input_size(self.convs, self.ceil_pool))
-        pool = functools.partial(pool2d_ceil if self.ceil_pool else pool2d, 'max', window=3,
-                                 stride=2)
+        check_min_input(self.variant, x, self.min_input_size())
         x = x.astype(self.dtype)
         for i, spec in enumerate(self.convs, start=1):
             p = spec.padding
@@ -99,32 +90,16 @@ class AlexNet(nn.Module):
             if spec.lrn and not self.lrn_after_pool:
                 x = local_response_norm(x)
             if spec.pool:
-                x = pool(x)
+                x = (pool2d_ceil if self.ceil_pool else pool2d)('max', x, window=3, stride=2)
             if spec.lrn and self.lrn_after_pool:
                 x = local_response_norm(x)
-        x = x.reshape(x.shape[0], -1)  # 6x6x256 = 9216 features at the native resolution.
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        if self.adaptive_pool_size:
+            x = adaptive_avg_pool(x, self.adaptive_pool_size)  # 6x6x256 = 9216 features.
         first_fc = len(self.convs) + 1
-        for j, width in enumerate(self.hidden):
-            if self.dropout_before_fc:
-                x = drop(x)
-            x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'fc{first_fc + j}')(x))
-            if not self.dropout_before_fc:
-                x = drop(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype,
-                        name=f'fc{first_fc + len(self.hidden)}')(x)
-
-
-class ZFNet(AlexNet):
-    """AlexNet's layout with ZFNet's layers; a subclass only for its native input size."""
-
-    default_image_size: ClassVar[int] = 224
-
-
-class AlexNetTV(AlexNet):
-    """torchvision's single-tower AlexNet; a subclass only for its native input size."""
-
-    default_image_size: ClassVar[int] = 224
+        names = [f'fc{first_fc + j}' for j in range(len(self.hidden) + 1)]
+        dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+        return fc_classifier(x, self.hidden, self.num_classes, names, dropout,
+                             dropout_first=self.dropout_before_fc, dtype=self.dtype)
 
 
 # --- Variant table: (filters, kernel, stride, padding, grouped, lrn, pool) per conv layer. ----
@@ -151,21 +126,12 @@ ALEXNET_TV_CONVS = (  # torchvision.models.alexnet: "One weird trick" widths, no
     ConvSpec(256, 3, 1, 1, pool=True),
 )
 
-
-def _create(cls: type[AlexNet], defaults: dict[str, Any], **overrides: Any) -> AlexNet:
-    return cls(**{**defaults, **overrides})
-
-
-@register_model
-def alexnet(**kwargs: Any) -> nn.Module:
-    return _create(AlexNet, dict(convs=ALEXNET_CONVS, groups=2), **kwargs)
-
-
-@register_model
-def zfnet(**kwargs: Any) -> nn.Module:
-    return _create(ZFNet, dict(convs=ZFNET_CONVS, lrn_after_pool=True, ceil_pool=True), **kwargs)
-
-
-@register_model
-def alexnet_tv(**kwargs: Any) -> nn.Module:
-    return _create(AlexNetTV, dict(convs=ALEXNET_TV_CONVS, dropout_before_fc=True), **kwargs)
+# Every registered name and the AlexNet fields it sets.
+VARIANTS: dict[str, dict[str, Any]] = {
+    'alexnet': dict(convs=ALEXNET_CONVS, groups=2, default_image_size=227, dropout_rate=0.5),
+    'zfnet': dict(convs=ZFNET_CONVS, lrn_after_pool=True, ceil_pool=True, default_image_size=224,
+                  dropout_rate=0.5),
+    'alexnet_tv': dict(convs=ALEXNET_TV_CONVS, dropout_before_fc=True, default_image_size=224,
+                       dropout_rate=0.5),
+}
+register_variants(AlexNet, VARIANTS)

@@ -20,9 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.models.layers import ModuleDef, batch_norm, check_min_input, get_activation, pool2d
-from jaxconv.models.registry import register_model
-from jaxconv.scaling import round_filters, round_repeats
+from jaxconv.models.base import BatchNormKnobs, ScalingKnobs
+from jaxconv.models.layers import (
+    ModuleDef,
+    check_min_input,
+    conv7x7_stem,
+    get_activation,
+    pool2d,
+)
+from jaxconv.models.registry import register_variants
 
 # torchvision's DenseNet init: Kaiming normal on fan-in.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
@@ -61,27 +67,22 @@ class Transition(nn.Module):
         return pool2d('avg', x, window=2, stride=2)
 
 
-class DenseNet(nn.Module):
-    """DenseNet-BC; `stem` 'imagenet' (7x7/2 conv-BN-ReLU + max pool) or 'cifar' (one 3x3 conv)."""
+class DenseNet(BatchNormKnobs, ScalingKnobs):
+    """DenseNet-BC; `stem` 'imagenet' (7x7/2 conv-BN-ReLU + max pool) or 'cifar' (one 3x3 conv).
+
+    `width_multiplier` scales the growth rate and the stem, `depth_multiplier` the layers per
+    block (ceil); `dropout_rate` acts before the classifier, `layer_dropout_rate` after each
+    dense layer (0.2 in the paper's runs without augmentation).
+    """
 
     block_config: Sequence[int]
-    num_classes: int = 1000
     growth_rate: int = 32
     num_init_features: int = 64
     bn_size: int = 4
     compression: float = 0.5
     stem: str = 'imagenet'
-    layer_dropout_rate: float = 0.0  # After each dense layer (0.2 in the paper without augment).
-    dropout_rate: float = 0.0  # Before the classifier.
+    layer_dropout_rate: float = 0.0
     activation: str = 'relu'
-    depth_multiplier: float = 1.0
-    width_multiplier: float = 1.0
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    default_image_size: int = 224  # The training resolution of the recipe; read by configs only.
-    variant: str = 'densenet'
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -90,22 +91,20 @@ class DenseNet(nn.Module):
         stem_stride = 4 if self.stem == 'imagenet' else 1
         check_min_input(self.variant, x, stem_stride * 2 ** (len(self.block_config) - 1))
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        norm = batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, group_size=self.bn_group_size)
+        norm = self.norm_layer(train)
         act = get_activation(self.activation)
         dropout = functools.partial(nn.Dropout, self.layer_dropout_rate, deterministic=not train)
-        growth = round_filters(self.growth_rate, self.width_multiplier)
+        growth = self.scaled_width(self.growth_rate)
 
         x = x.astype(self.dtype)
-        init_features = round_filters(self.num_init_features, self.width_multiplier)
+        init_features = self.scaled_width(self.num_init_features)
         if self.stem == 'imagenet':
-            x = act(norm(name='norm0')(conv(init_features, (7, 7), 2, padding=3, name='conv0')(x)))
-            x = pool2d('max', x, window=3, stride=2, padding=((1, 1), (1, 1)))
+            x = conv7x7_stem(x, init_features, conv, norm, act, names=('conv0', 'norm0'))
         else:
             x = conv(init_features, (3, 3), padding=1, name='conv0')(x)
 
         for i, num_layers in enumerate(self.block_config):
-            for j in range(round_repeats(num_layers, self.depth_multiplier)):
+            for j in range(self.scaled_depth(num_layers)):
                 x = DenseLayer(growth, self.bn_size, conv, norm, act, dropout,
                                name=f'denseblock{i + 1}_denselayer{j + 1}')(x)
             if i < len(self.block_config) - 1:
@@ -113,28 +112,22 @@ class DenseNet(nn.Module):
                                name=f'transition{i + 1}')(x)
 
         x = act(norm(name=f'norm{len(self.block_config) + 1}')(x))
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
+        return self.classify(x, train, name='classifier')
 
 
-# name: (layers per block, growth rate k, stem channels). ImageNet: Table 1 (DenseNet-161 is the
-# k=48 net of the released models); CIFAR DenseNet-BC: Table 2, (L - 4) / 6 layers per block.
-VARIANTS = {
-    'densenet121': ((6, 12, 24, 16), 32, 64),
-    'densenet169': ((6, 12, 32, 32), 32, 64),
-    'densenet201': ((6, 12, 48, 32), 32, 64),
-    'densenet161': ((6, 12, 36, 24), 48, 96),
-    'densenet_bc100_k12': ((16, 16, 16), 12, 24),
-    'densenet_bc190_k40': ((31, 31, 31), 40, 80),
+CIFAR = dict(stem='cifar', default_image_size=32)
+
+# Every registered name and the DenseNet fields it sets: layers per block, growth rate k, stem
+# channels. ImageNet: Table 1 (DenseNet-161 is the k=48 net of the released models); CIFAR
+# DenseNet-BC: Table 2, (L - 4) / 6 layers per block.
+VARIANTS: dict[str, dict[str, Any]] = {
+    'densenet121': dict(block_config=(6, 12, 24, 16), growth_rate=32, num_init_features=64),
+    'densenet169': dict(block_config=(6, 12, 32, 32), growth_rate=32, num_init_features=64),
+    'densenet201': dict(block_config=(6, 12, 48, 32), growth_rate=32, num_init_features=64),
+    'densenet161': dict(block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96),
+    'densenet_bc100_k12': dict(CIFAR, block_config=(16, 16, 16), growth_rate=12,
+                               num_init_features=24),
+    'densenet_bc190_k40': dict(CIFAR, block_config=(31, 31, 31), growth_rate=40,
+                               num_init_features=80),
 }
-
-
-def _create(variant: str, **kwargs: Any) -> DenseNet:
-    return DenseNet(variant=variant, **kwargs)
-
-
-for _name, (_blocks, _k, _init) in VARIANTS.items():
-    _cifar = dict(stem='cifar', default_image_size=32) if len(_blocks) == 3 else {}
-    register_model(functools.partial(_create, _name, block_config=_blocks, growth_rate=_k,
-                                     num_init_features=_init, **_cifar), name=_name)
+register_variants(DenseNet, VARIANTS)

@@ -3,15 +3,21 @@ Neural Networks", Table 1 for B0, Sec. 3.3 for compound scaling).
 
 B0 is a stack of MBConv blocks (Sandler et al. 2018; Tan et al. 2019): 1x1 expansion, k x k
 depthwise conv, squeeze-excite to 0.25 of the block's *input* channels, linear 1x1 projection, and
-an identity shortcut with stochastic depth when shapes allow. Swish everywhere, BatchNorm momentum
-0.99 and epsilon 1e-3 (the TF reference). B1-B7 are not typed in: each is B0 with its width,
-depth, resolution and dropout coefficients, turned into channels by `round_filters` (stem and head
-included) and into repeats by `ceil`, exactly as the TF and timm builders do. `scaling='published'`
-uses the released coefficients (which do not follow alpha^phi...); `scaling='formula'` computes
-them from any phi, alpha, beta, gamma (jaxconv/scaling.py). `tf_same_padding=True` pads like TF
-"SAME" so that TF-ported weights (timm `tf_efficientnet_*`) reproduce TF outputs; shapes and
-parameter counts do not change. Stochastic depth uses the shared linear 'block' rule (last block
-at the full rate); the TF code uses rate * i / N, which stops one block short of it.
+an identity shortcut with stochastic depth when shapes allow; swish everywhere. B1-B7 are not
+typed in: each is B0 with its width, depth, resolution and dropout coefficients, turned into
+channels by `round_filters` (stem and head included) and into repeats by `ceil`, exactly as the TF
+and timm builders do (`ScalingKnobs`). `compound_overrides(phi, alpha, beta, gamma)` gives the
+overrides of Eq. 3's coefficients for any phi instead of the released ones (which do not follow
+alpha^phi ...). Stochastic depth uses the shared linear 'block' rule (last block at the full rate);
+the TF code uses rate * i / N, which stops one block short of it.
+
+Layout. `efficientnet_b*` is the TF reference layout, since the recipe (configs/efficientnet.py)
+is TF's: TF "SAME" padding, BatchNorm momentum 0.99 and epsilon 1e-3 (tensorflow/tpu
+efficientnet_model.py); `tf_efficientnet_b*` names the same networks by timm's name for its TF
+port, whose weights they take. timm's PyTorch-native `efficientnet_b*` (its own training; symmetric
+padding, epsilon 1e-5, momentum 0.1) is the same network with `PYTORCH_LAYOUT`'s overrides:
+`create_model('efficientnet_b0', padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9)`. Shapes
+and parameter counts are the same in both; only strided convs and the BatchNorm epsilon differ.
 Parameter names follow timm (`conv_stem`, `bn1`, `blocks{i}_{j}/conv_dw`, `conv_head`,
 `classifier`).
 """
@@ -22,27 +28,18 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
     DropPath,
     ModuleDef,
     SqueezeExcite,
-    batch_norm,
     check_min_input,
-    drop_path_rates,
+    conv_padding,
     get_activation,
 )
-from jaxconv.models.registry import register_model
-from jaxconv.scaling import (
-    ALPHA,
-    BETA,
-    GAMMA,
-    compound,
-    round_filters,
-    round_repeats,
-    scale_resolution,
-)
+from jaxconv.models.registry import register_variants
+from jaxconv.scaling import ALPHA, BETA, GAMMA, compound, scale_resolution
 
 # EfficientNet-B0, Tan & Le 2019 Table 1, stages 2-8:
 # (repeats, kernel, stride, expansion, output channels).
@@ -70,6 +67,10 @@ PUBLISHED_COEFFICIENTS = {
     6: (1.8, 2.6, 528, 0.5),
     7: (2.0, 3.1, 600, 0.5),
 }
+# The TF reference's padding and BatchNorm (efficientnet_builder.py: momentum 0.99, epsilon 1e-3).
+TF_LAYOUT = dict(padding='same', bn_momentum=0.99, bn_epsilon=1e-3)
+# timm's PyTorch-native efficientnet_b*: nn.BatchNorm2d defaults (momentum 0.1), symmetric padding.
+PYTORCH_LAYOUT = dict(padding='symmetric', bn_momentum=0.9, bn_epsilon=1e-5)
 
 # TF EfficientNet's init: normal with std sqrt(2 / fan_out); for a depthwise kernel TF's fan-out
 # is k*k, which is flax's fan-in of a (k, k, 1, C) kernel. Classifier: uniform +-1/sqrt(classes).
@@ -98,13 +99,12 @@ def efficientnet_coefficients(phi: float, scaling: str = 'published', alpha: flo
     raise ValueError(f'unknown scaling {scaling!r}; valid: published, formula')
 
 
-def scaled_stages(width: float, depth: float, stages: Sequence[Sequence[int]] = B0_STAGES,
-                  stem: int = B0_STEM, head: int = B0_HEAD
-                  ) -> tuple[int, list[tuple[int, int, int, int, int]], int]:
-    """(stem channels, scaled stages, head channels): round_filters on widths, ceil on repeats."""
-    scaled = [(round_repeats(r, depth), k, s, e, round_filters(c, width))
-              for r, k, s, e, c in stages]
-    return round_filters(stem, width), scaled, round_filters(head, width)
+def compound_overrides(phi: float, scaling: str = 'formula', alpha: float = ALPHA,
+                       beta: float = BETA, gamma: float = GAMMA) -> dict[str, Any]:
+    """`create_model('efficientnet_b0', **compound_overrides(phi))`: B0 scaled by Eq. 3."""
+    width, depth, resolution, dropout = efficientnet_coefficients(phi, scaling, alpha, beta, gamma)
+    return dict(width_multiplier=width, depth_multiplier=depth, default_image_size=resolution,
+                dropout_rate=dropout)
 
 
 class MBConv(nn.Module):
@@ -144,48 +144,40 @@ class MBConv(nn.Module):
         return x + y
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     """EfficientNet: B0's stages scaled by `width_multiplier` and `depth_multiplier`."""
 
-    num_classes: int = 1000
-    width_multiplier: float = 1.0
-    depth_multiplier: float = 1.0
-    dropout_rate: float = 0.2
-    drop_path_rate: float = 0.2  # TF's drop_connect_rate (survival 0.8 at the deep end).
-    drop_path_rule: str = 'block'
     se_ratio: float = 0.25
     stages: Sequence[Sequence[int]] = B0_STAGES
     stem_width: int = B0_STEM
     head_width: int = B0_HEAD
     activation: str = 'swish'
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    tf_same_padding: bool = False
-    default_image_size: int = B0_RESOLUTION  # The training resolution; read by configs only.
-    variant: str = 'efficientnet'
-    dtype: Any = jnp.float32
+    padding: str = 'same'  # 'same': TF's (the reference); 'symmetric': timm's native PyTorch.
+
+    def plan(self) -> tuple[int, list[tuple[int, int, int, int, int]], int]:
+        """(stem channels, scaled stages, head channels): B0's widths and repeats scaled."""
+        stages = [(self.scaled_depth(r), k, s, e, self.scaled_width(c))
+                  for r, k, s, e, c in self.stages]
+        return self.scaled_width(self.stem_width), stages, self.scaled_width(self.head_width)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        stem, stages, head = scaled_stages(self.width_multiplier, self.depth_multiplier,
-                                           self.stages, self.stem_width, self.head_width)
+        stem, stages, head = self.plan()
         total_stride = 2
         for _, _, stride, _, _ in stages:
             total_stride *= stride
         check_min_input(self.variant, x, total_stride)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        norm = batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, group_size=self.bn_group_size)
+        norm = self.norm_layer(train)
         act = get_activation(self.activation)
         se = functools.partial(SqueezeExcite, self.se_ratio, divisor=1, activation=self.activation,
                                dtype=self.dtype) if self.se_ratio > 0 else None
         drop_path = functools.partial(DropPath, deterministic=not train)
-        padding = (lambda k: 'SAME') if self.tf_same_padding else (lambda k: k // 2)
+        padding = functools.partial(conv_padding, self.padding)
 
         x = x.astype(self.dtype)
         x = act(norm(name='bn1')(conv(stem, (3, 3), 2, padding=padding(3), name='conv_stem')(x)))
-        rates = drop_path_rates([s[0] for s in stages], self.drop_path_rate, self.drop_path_rule)
+        rates = self.drop_path_schedule([s[0] for s in stages])
         for i, ((_, kernel, stride, expand, features), stage_rates) in enumerate(
                 zip(stages, rates, strict=True)):
             for j, rate in enumerate(stage_rates):
@@ -193,22 +185,34 @@ class EfficientNet(nn.Module):
                            drop_path, se=se, padding=padding(kernel), drop_path_rate=rate,
                            name=f'blocks{i}_{j}')(x)
         x = act(norm(name='bn2')(conv(head, (1, 1), name='conv_head')(x)))
-
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=dense_init,
-                        name='classifier')(x)
+        return self.classify(x, train, name='classifier', kernel_init=dense_init)
 
 
-def _create(variant: str, *, phi: float, scaling: str = 'published', alpha: float = ALPHA,
-            beta: float = BETA, gamma: float = GAMMA, **kwargs: Any) -> EfficientNet:
-    """B{phi} from its coefficients; explicit overrides (e.g. width_multiplier) win over them."""
-    width, depth, resolution, dropout = efficientnet_coefficients(phi, scaling, alpha, beta, gamma)
-    coefficients = dict(width_multiplier=width, depth_multiplier=depth,
-                        default_image_size=resolution, dropout_rate=dropout)
-    return EfficientNet(variant=variant, **{**coefficients, **kwargs})
+def _published(phi: int) -> dict[str, Any]:
+    """The variant table's entry of B{phi}: released coefficients, TF layout, drop-connect 0.2."""
+    width, depth, resolution, dropout = PUBLISHED_COEFFICIENTS[phi]
+    return dict(TF_LAYOUT, width_multiplier=width, depth_multiplier=depth,
+                default_image_size=resolution, dropout_rate=dropout, drop_path_rate=0.2)
 
 
-for _phi in PUBLISHED_COEFFICIENTS:
-    register_model(functools.partial(_create, f'efficientnet_b{_phi}', phi=_phi),
-                   name=f'efficientnet_b{_phi}')
+# Every registered name and the EfficientNet fields it sets. `tf_efficientnet_b*` is timm's name
+# for the TF port: the same networks, registered so that the name of the weights finds them.
+VARIANTS: dict[str, dict[str, Any]] = {
+    'efficientnet_b0': _published(0),
+    'efficientnet_b1': _published(1),
+    'efficientnet_b2': _published(2),
+    'efficientnet_b3': _published(3),
+    'efficientnet_b4': _published(4),
+    'efficientnet_b5': _published(5),
+    'efficientnet_b6': _published(6),
+    'efficientnet_b7': _published(7),
+    'tf_efficientnet_b0': _published(0),
+    'tf_efficientnet_b1': _published(1),
+    'tf_efficientnet_b2': _published(2),
+    'tf_efficientnet_b3': _published(3),
+    'tf_efficientnet_b4': _published(4),
+    'tf_efficientnet_b5': _published(5),
+    'tf_efficientnet_b6': _published(6),
+    'tf_efficientnet_b7': _published(7),
+}
+register_variants(EfficientNet, VARIANTS)

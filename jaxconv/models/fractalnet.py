@@ -10,26 +10,27 @@ a 32x32 image is 1x1 and a linear layer gives the logits.
 
 The CIFAR network follows the authors' released generator (github.com/gustavla/fractalnet,
 `fractalnet.py` + `globals.crox`): C = 3, filters (64, 128, 256, 512, 512), dropout per block
-(0, 0.1, 0.2, 0.3, 0.4) inside each conv unit, and a unit of conv 3x3 (with bias) - dropout -
-BatchNorm (Caffe's, without learned scale and shift) - ReLU.
+(`block_dropout_rates`: 0, 0.1, 0.2, 0.3, 0.4) inside each conv unit, and a unit of conv 3x3
+(with bias) - dropout - BatchNorm (Caffe's, without learned scale and shift) - ReLU.
 
 Drop-path (Sec. 3) in training, one draw per mini-batch as in the authors' Caffe join layer:
 with probability `global_drop_fraction` (0.5: the paper's 50/50 mix) *global* drop-path keeps one
 column, chosen uniformly, for the whole network; otherwise *local* drop-path lets each join drop
-each input with probability `local_drop_rate` (0.15), keeping at least one. The mean is over the
+each input with probability `drop_path_rate` (0.15), keeping at least one. The mean is over the
 kept inputs. At test time every join averages all its inputs; `column=c` instead evaluates the
 single column c (1..C) alone, the paper's "deepest column" sub-network when c = C.
 """
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.models.layers import ModuleDef, batch_norm, check_min_input, pool2d
-from jaxconv.models.registry import register_model
+from jaxconv.models.base import BatchNormKnobs
+from jaxconv.models.layers import ModuleDef, check_min_input, pool2d
+from jaxconv.models.registry import register_variants
 
 
 class ConvUnit(nn.Module):
@@ -73,39 +74,37 @@ def drop_path_keep(key: jax.Array, columns: Sequence[int], local_rate: float,
     return jnp.where(use_global, glob, local)
 
 
-class FractalNet(nn.Module):
-    """B fractal blocks of C columns (`filters`, `dropout`: one per block), 2x2 pools, an FC."""
+class FractalNet(BatchNormKnobs):
+    """B fractal blocks of C columns (`filters`, `block_dropout_rates`: one per block), 2x2 pools,
+    an FC (`dropout_rate` before it: 0, the authors' generator has none)."""
 
-    num_classes: int = 10
     num_columns: int = 3
     filters: Sequence[int] = (64, 128, 256, 512, 512)  # One entry per block: B = len(filters).
-    dropout: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4)
-    local_drop_rate: float = 0.15
+    block_dropout_rates: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4)
+    # Local drop-path: each join drops each input with this probability. FractalNet's own rule
+    # (no schedule over depth), hence its own field rather than StochasticDepthKnobs.
+    drop_path_rate: float = 0.15
     global_drop_fraction: float = 0.5
     column: int | None = None  # Evaluate only this column (1..C); None: the whole network.
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_min_input('fractalnet', x, 2 ** len(self.filters))
+        check_min_input(self.variant, x, 2 ** len(self.filters))
         num_cols = self.num_columns
         if self.column is not None and not 1 <= self.column <= num_cols:
             raise ValueError(f'column must be in 1..{num_cols}; got {self.column}')
         drop = train and self.column is None and (
-            self.local_drop_rate > 0 or self.global_drop_fraction > 0)
+            self.drop_path_rate > 0 or self.global_drop_fraction > 0)
         if drop:  # One global-or-local draw and one global column per mini-batch.
             mode_key, column_key = jax.random.split(self.make_rng('drop_path'))
             use_global = jax.random.bernoulli(mode_key, self.global_drop_fraction)
             global_column = jax.random.randint(column_key, (), 0, num_cols)
-        norm = batch_norm(train, dtype=self.dtype,
-                          group_size=self.bn_group_size)
+        norm = self.norm_layer(train)
         x = x.astype(self.dtype)
         # Columns are indexed 0 (shallowest, one conv per block) to C-1 (deepest, 2**(C-1) convs).
         wanted = range(num_cols) if self.column is None else [self.column - 1]
-        for b, (features, rate) in enumerate(zip(self.filters, self.dropout, strict=True), 1):
+        blocks = zip(self.filters, self.block_dropout_rates, strict=True)
+        for b, (features, rate) in enumerate(blocks, 1):
             paths = [x] * num_cols
             depth = 2 ** (num_cols - 1)
             for row in range(1, depth + 1):
@@ -122,17 +121,18 @@ class FractalNet(nn.Module):
                     keep = None
                     if drop:
                         keep = drop_path_keep(self.make_rng('drop_path'), active,
-                                              self.local_drop_rate, use_global, global_column)
+                                              self.drop_path_rate, use_global, global_column)
                     joined = join([paths[c] for c in active], keep)
                     for c in active:
                         paths[c] = joined
             x = paths[wanted[0]]
-        x = x.reshape(x.shape[0], -1)  # 1x1x512 at 32x32.
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+        return self.classify(x, train, name='fc')  # On the 1x1x512 map of a 32x32 input.
 
 
 # --- Variant table: Sec. 4 CIFAR network, B = 5 blocks of C = 3 columns (20 layers deep). ----
 
-@register_model
-def fractalnet20(**kwargs: Any) -> nn.Module:
-    return FractalNet(**{'num_columns': 3, 'filters': (64, 128, 256, 512, 512), **kwargs})
+register_variants(FractalNet, {
+    'fractalnet20': dict(num_columns=3, filters=(64, 128, 256, 512, 512),
+                         block_dropout_rates=(0.0, 0.1, 0.2, 0.3, 0.4), drop_path_rate=0.15,
+                         global_drop_fraction=0.5, default_image_size=32),
+})

@@ -1,40 +1,50 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2015, "Going Deeper with Convolutions", Table 1,
-Fig. 2(b), Fig. 3 and Sec. 5).
+Fig. 2(b), Fig. 3 and Sec. 5), as torchvision's `googlenet` and as the paper's Caffe model.
 
 Stem (conv 7x7/2 64, max pool 3x3/2, conv 1x1 64, conv 3x3 192, max pool 3x3/2), the nine
 Inception modules of Table 1 (1x1, 1x1 -> 3x3, 1x1 -> "5x5", max pool 3x3/1 -> 1x1 projection,
-concatenated), max pools 3x3/2 after 3b and 4e, global average pooling, dropout 0.4, a linear
-classifier; pooling rounds up (Caffe's ceil mode), so 224 -> 112 -> 56 -> 28 -> 14 -> 7.
-Two auxiliary classifiers on the outputs of 4a and 4d (Sec. 5): average pool 5x5/3 (4x4 maps at
-224x224), 1x1 conv 128, FC 1024, dropout 0.7, FC classes. They run only in training and are
-sown as `intermediates/aux_logits`; the trainer adds `train.aux_loss_weight` (0.3) times each.
+concatenated), max pools after 3b and 4e, global average pooling, dropout, a linear classifier;
+pooling rounds up (Caffe's ceil mode), so 224 -> 112 -> 56 -> 28 -> 14 -> 7. Two auxiliary
+classifiers on the outputs of 4a and 4d (Sec. 5): average pooling to 4x4, 1x1 conv 128, FC 1024,
+dropout 0.7, FC classes. They run only in training and are sown as `intermediates/aux_logits`
+(aux1 first); the trainer adds `train.aux_loss_weight` (0.3) times each.
 
-Defaults follow torchvision's `googlenet` (a port of the TF model), so that its parameter count
-(13,004,888 with aux heads at 1000 classes) and weights carry over: every conv is conv-BN-ReLU
-(BN epsilon 1e-3, no conv bias) and the "5x5" branch uses a 3x3 kernel (torchvision issue #906).
-The paper's own network is `norm='lrn', kernel_5x5=5`: biased convs, no BatchNorm, local
-response normalisation after the first pool and after the 3x3 stem conv (Fig. 3).
-Names follow torchvision (conv1, inception3a/branch2_1, aux1/fc2, fc, ...).
+`googlenet` is torchvision's `googlenet(aux_logits=True, transform_input=False)` exactly (a port
+of the TF model; 13,004,888 parameters at 1000 classes, 6,624,904 without aux heads):
+- every conv is conv-BN-ReLU (no conv bias, BN epsilon 1e-3), aux convs included;
+- the "5x5" branch uses a 3x3 kernel (torchvision issue #906);
+- the pool before 5a is 2x2/2 (ceil mode), the aux heads pool adaptively to 4x4;
+- dropout 0.2 before the classifier.
+`googlenet_paper` is the paper's network: biased convs without BatchNorm, local response
+normalisation after the first pool and after the 3x3 stem conv (Fig. 3), 5x5 kernels, a 3x3/2
+pool before 5a, aux heads pooling 5x5/3 (Sec. 5; 4x4 on the 14x14 maps of a 224 input, but
+different windows from the adaptive pool), dropout 0.4. The two share every field, so any mix is
+an override away. Names follow torchvision (conv1, inception3a/branch2_1, aux1/fc2, fc, ...).
 """
 
 import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxconv.models.base import BatchNormKnobs
 from jaxconv.models.layers import (
     ConvNormAct,
     ModuleDef,
-    batch_norm,
+    adaptive_avg_pool,
     check_min_input,
+    conv7x7_stem,
     local_response_norm,
     pool2d,
     pool2d_ceil,
+    smallest_input,
 )
-from jaxconv.models.registry import register_model
+from jaxconv.models.registry import register_variants
+
+AUX_POOLS = ('adaptive', 'paper')
 
 
 class ModuleSpec(NamedTuple):
@@ -74,74 +84,86 @@ class AuxHead(nn.Module):
 
     num_classes: int
     conv: ModuleDef
-    dropout: float = 0.7
+    pool: str = 'adaptive'
+    dropout_rate: float = 0.7
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = pool2d('avg', x, window=5, stride=3)  # 14x14 -> 4x4.
+        if self.pool == 'adaptive':
+            x = adaptive_avg_pool(x, 4)
+        else:
+            x = pool2d('avg', x, window=5, stride=3)  # 14x14 -> 4x4.
         x = self.conv(128, 1, name='conv')(x)
         x = x.reshape(x.shape[0], -1)  # 4x4x128 = 2048 features at 224x224.
         x = nn.relu(nn.Dense(1024, dtype=self.dtype, name='fc1')(x))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
 
 
-class GoogLeNet(nn.Module):
-    """The 22-layer GoogLeNet: stem, Inception stages 3-5 (`stages`), pooled linear head."""
+class GoogLeNet(BatchNormKnobs):
+    """The 22-layer GoogLeNet: stem, Inception stages 3-5 (`stages`), pooled linear head.
+
+    The BatchNorm knobs act when `norm='batch'`; `dropout_rate` is the main head's,
+    `aux_dropout_rate` the aux heads'.
+    """
 
     stages: Sequence[Sequence[ModuleSpec]]
-    num_classes: int = 1000
     aux_logits: bool = True
     aux_after: Sequence[str] = ('4a', '4d')
-    dropout: float = 0.4
-    aux_dropout: float = 0.7
+    aux_dropout_rate: float = 0.7
+    aux_pool: str = 'adaptive'  # 'adaptive': to 4x4 (torchvision); 'paper': 5x5/3.
     norm: str = 'batch'  # 'batch': conv-BN-ReLU (torchvision); 'lrn': biased convs + LRN (paper).
     kernel_5x5: int = 3  # 3: torchvision's weights; 5: the paper's Table 1.
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    dtype: Any = jnp.float32
+    last_pool_window: int = 2  # The pool before stage 5: 2x2/2 (torchvision) or 3x3/2 (paper).
 
-    default_image_size: ClassVar[int] = 224
-    # Each ceil-mode pool needs a 2-pixel map: 31 -> 16 -> 8 -> 4 -> 2 -> 1 is the shortest chain.
-    min_size: ClassVar[int] = 31
-    # The aux heads' 5x5 avg pool needs a 5x5 map after the third pool: 79 -> 40 -> 20 -> 10 -> 5.
-    min_size_aux: ClassVar[int] = 79
+    def pool_window(self, stage: int) -> int:
+        """The window of the stride-2, ceil-mode max pool before stage `stage` (1, 2, ...)."""
+        return self.last_pool_window if stage == len(self.stages) - 1 else 3
+
+    def min_input_size(self, with_aux: bool) -> int:
+        """The conv1 7x7/2 and every ceil-mode pool leave a pixel; the paper's 5x5 aux pool needs
+        a 5x5 map at the aux heads (the adaptive pool takes any map)."""
+        stem = [(7, 2, 3, False), (3, 2, 0, True), (3, 2, 0, True)]
+        pools = [(self.pool_window(i), 2, 0, True) for i in range(1, len(self.stages))]
+        size = smallest_input(stem + pools)
+        if with_aux and self.aux_pool == 'paper':  # The aux heads sit in the second stage.
+            size = max(size, smallest_input(stem + pools[:1] + [(5, 3, 0, False)]))
+        return size
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         with_aux = self.aux_logits and train
-        check_min_input('googlenet' if not with_aux else 'googlenet with aux heads (training)', x,
-                        self.min_size_aux if with_aux else self.min_size)
+        check_min_input(self.variant if not with_aux else
+                        f'{self.variant} with aux heads (training)', x,
+                        self.min_input_size(with_aux))
         if self.norm not in ('batch', 'lrn'):
             raise ValueError(f'unknown norm {self.norm!r}; valid: batch, lrn')
-        bn = batch_norm(train, epsilon=1e-3, dtype=self.dtype,
-                        group_size=self.bn_group_size) if self.norm == 'batch' else None
+        if self.aux_pool not in AUX_POOLS:
+            raise ValueError(f'unknown aux_pool {self.aux_pool!r}; valid: {", ".join(AUX_POOLS)}')
+        bn = self.norm_layer(train) if self.norm == 'batch' else None
         conv = functools.partial(ConvNormAct, norm=bn, dtype=self.dtype)
         lrn = local_response_norm if self.norm == 'lrn' else (lambda y: y)
-        pool = functools.partial(pool2d_ceil, 'max', window=3, stride=2)
 
         x = x.astype(self.dtype)
-        x = conv(64, 7, strides=2, padding=3, name='conv1')(x)
-        x = lrn(pool(x))
+        x = lrn(conv7x7_stem(x, 64, conv, pool='max_ceil'))
         x = conv(64, 1, name='conv2')(x)
         x = lrn(conv(192, 3, padding=1, name='conv3')(x))
-        x = pool(x)
+        x = pool2d_ceil('max', x, window=3, stride=2)
         for i, stage in enumerate(self.stages):
             if i > 0:
-                x = pool(x)
+                x = pool2d_ceil('max', x, window=self.pool_window(i), stride=2)
             for spec in stage:
                 x = Inception(spec, conv, self.kernel_5x5, name=f'inception{spec.name}')(x)
                 if with_aux and spec.name in self.aux_after:
-                    head = AuxHead(self.num_classes, conv, self.aux_dropout, self.dtype,
-                                   name=f'aux{self.aux_after.index(spec.name) + 1}')
+                    head = AuxHead(self.num_classes, conv, self.aux_pool, self.aux_dropout_rate,
+                                   self.dtype, name=f'aux{self.aux_after.index(spec.name) + 1}')
                     self.sow('intermediates', 'aux_logits', head(x, train))
-        x = jnp.mean(x, axis=(1, 2))  # The paper's 7x7 average pool, for any input size.
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+        return self.classify(x, train, name='fc')  # The paper's 7x7 average pool, any size.
 
 
 # --- Variant table: Szegedy et al. 2015, Table 1 (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
-# pool proj), one tuple per stage; a max pool 3x3/2 separates the stages. -----------------------
+# pool proj), one tuple per stage; a max pool separates the stages. ----------------------------
 
 GOOGLENET_STAGES = (
     (ModuleSpec('3a', 64, 96, 128, 16, 32, 32),
@@ -155,7 +177,12 @@ GOOGLENET_STAGES = (
      ModuleSpec('5b', 384, 192, 384, 48, 128, 128)),
 )
 
-
-@register_model
-def googlenet(**kwargs: Any) -> nn.Module:
-    return GoogLeNet(**{'stages': GOOGLENET_STAGES, **kwargs})
+# Every registered name and the GoogLeNet fields it sets.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # torchvision googlenet: BasicConv2d's BatchNorm eps 0.001 (momentum 0.1 = 0.9 here).
+    'googlenet': dict(stages=GOOGLENET_STAGES, bn_epsilon=1e-3, dropout_rate=0.2),
+    # Szegedy et al. 2015: Table 1, Fig. 3 (LRN), Sec. 5 (dropout 0.4 and 0.7, aux 5x5/3 pool).
+    'googlenet_paper': dict(stages=GOOGLENET_STAGES, norm='lrn', kernel_5x5=5,
+                            last_pool_window=3, aux_pool='paper', dropout_rate=0.4),
+}
+register_variants(GoogLeNet, VARIANTS)

@@ -16,14 +16,15 @@ Keras' InceptionV3 has the same layers but BatchNorm without a learned scale.
 
 import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.models.layers import ConvNormAct, ModuleDef, batch_norm, check_min_input, pool2d
-from jaxconv.models.registry import register_model
+from jaxconv.models.base import BatchNormKnobs
+from jaxconv.models.layers import ConvNormAct, ModuleDef, check_min_input, pool2d
+from jaxconv.models.registry import register_variants
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
@@ -143,32 +144,24 @@ class InceptionAux(nn.Module):
 
 
 BLOCKS = {'A': InceptionA, 'B': InceptionB, 'C': InceptionC, 'D': InceptionD, 'E': InceptionE}
+MIN_SIZE = 75  # The unpadded stem and reductions leave 1x1 at 75x75.
+MIN_SIZE_AUX = 299  # The aux head's 5x5/3 pool and 5x5 conv need the 17x17 grid.
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(BatchNormKnobs):
     """Stem, the Mixed_* blocks listed in `blocks`, the aux head after `aux_after`, FC head."""
 
     blocks: Sequence[tuple[str, str, int | None]]  # (name, kind, pool_features or channels_7x7).
-    num_classes: int = 1000
     aux_logits: bool = True
     aux_after: str = 'Mixed_6e'
-    dropout: float = 0.5
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 299
-    min_size: ClassVar[int] = 75  # The unpadded stem and reductions leave 1x1 at 75x75.
-    min_size_aux: ClassVar[int] = 299  # The aux head's pool + 5x5 conv need the 17x17 grid.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         with_aux = self.aux_logits and train
-        check_min_input('inception_v3' if not with_aux else
-                        'inception_v3 with its aux head (training; aux_logits=False lifts this)',
-                        x, self.min_size_aux if with_aux else self.min_size)
-        norm = batch_norm(train, epsilon=1e-3, dtype=self.dtype,
-                          group_size=self.bn_group_size)
-        conv = functools.partial(ConvNormAct, norm=norm, dtype=self.dtype)
+        check_min_input(self.variant if not with_aux else
+                        f'{self.variant} with its aux head (training; aux_logits=False lifts this)',
+                        x, MIN_SIZE_AUX if with_aux else MIN_SIZE)
+        conv = functools.partial(ConvNormAct, norm=self.norm_layer(train), dtype=self.dtype)
         x = x.astype(self.dtype)
         x = conv(32, 3, strides=2, name='Conv2d_1a_3x3')(x)
         x = conv(32, 3, name='Conv2d_2a_3x3')(x)
@@ -183,9 +176,7 @@ class InceptionV3(nn.Module):
             if with_aux and name == self.aux_after:
                 aux = InceptionAux(self.num_classes, conv, self.dtype, name='AuxLogits')(x)
                 self.sow('intermediates', 'aux_logits', aux)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+        return self.classify(x, train, name='fc')
 
 
 # --- Variant table: the Mixed_* blocks of Table 1 (torchvision / TF-slim names and widths). ---
@@ -205,6 +196,8 @@ INCEPTION_V3_BLOCKS = (  # A: pool_features; C: channels_7x7 (n x n = 7x7 factor
 )
 
 
-@register_model
-def inception_v3(**kwargs: Any) -> nn.Module:
-    return InceptionV3(**{'blocks': INCEPTION_V3_BLOCKS, **kwargs})
+register_variants(InceptionV3, {
+    # torchvision inception_v3: BasicConv2d's BatchNorm eps 0.001, dropout 0.5, 299x299.
+    'inception_v3': dict(blocks=INCEPTION_V3_BLOCKS, bn_epsilon=1e-3, dropout_rate=0.5,
+                         default_image_size=299),
+})

@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ModuleDef = Any  # A module factory such as a functools.partial of nn.Conv (flax's alias).
 
@@ -43,6 +44,34 @@ def check_min_input(model_name: str, x: jax.Array, min_size: int) -> None:
                          f'got {height}x{width} (raise dataset.image_size)')
 
 
+def window_output_size(n: int, window: int, stride: int, padding: int = 0,
+                       ceil_mode: bool = False) -> int:
+    """Output side of a conv or pooling window on an n-pixel side; below 1 when it does not fit.
+
+    floor((n + 2 padding - window) / stride) + 1, or in ceil mode (Caffe, PyTorch `ceil_mode`)
+    rounded up, minus one when the last window would start in the padding.
+    """
+    span = n + 2 * padding - window
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= n + padding:
+        out -= 1
+    return out
+
+
+def smallest_input(windows: Sequence[tuple[int, int, int, bool]], limit: int = 4096) -> int:
+    """The smallest square side on which every (window, stride, padding, ceil_mode) step of a
+    network's spatial path, applied in order, leaves at least one pixel."""
+    for size in range(1, limit):
+        n = size
+        for window, stride, padding, ceil_mode in windows:
+            n = window_output_size(n, window, stride, padding, ceil_mode)
+            if n < 1:
+                break
+        else:
+            return size
+    raise ValueError('no input size fits these layers')
+
+
 def pool2d_ceil(kind: str, x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
     """Pooling with the output size rounded up, as Caffe and PyTorch's `ceil_mode=True` do.
 
@@ -53,9 +82,7 @@ def pool2d_ceil(kind: str, x: jax.Array, window: int, stride: int, padding: int 
     """
     pads = []
     for n in x.shape[1:3]:
-        out = -(-(n + 2 * padding - window) // stride) + 1
-        if (out - 1) * stride >= n + padding:
-            out -= 1
+        out = window_output_size(n, window, stride, padding, ceil_mode=True)
         if out < 1:
             raise ValueError(f'{window}x{window} pooling cannot run on a {n}-pixel map')
         pads.append((padding, (out - 1) * stride + window - n - padding))
@@ -65,6 +92,95 @@ def pool2d_ceil(kind: str, x: jax.Array, window: int, stride: int, padding: int 
         return nn.avg_pool(x, (window, window), strides=(stride, stride), padding=pads,
                            count_include_pad=False)
     raise ValueError(f'unknown pooling {kind!r}; valid: avg, max')
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+    """PyTorch's `AdaptiveAvgPool2d((size, size))` on an NHWC array.
+
+    Output cell i averages input rows floor(i n / size) to ceil((i + 1) n / size) - 1 (and the same
+    for columns): windows that may overlap, and that repeat pixels when n < size. The torchvision
+    classifiers of VGG (7x7), AlexNet (6x6) and GoogLeNet's aux heads (4x4) use it so that their
+    FC fan-in does not depend on the input size. Bins are rectangles, so the pool is one averaging
+    matrix per axis.
+    """
+    height, width = x.shape[1:3]
+    if (height, width) == (size, size):
+        return x
+
+    def bins(n: int) -> np.ndarray:
+        matrix = np.zeros((size, n), np.float32)
+        for i in range(size):
+            start, end = i * n // size, -(-(i + 1) * n // size)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix
+
+    rows, cols = bins(height).astype(x.dtype), bins(width).astype(x.dtype)
+    return jnp.einsum('ih,nhwc,jw->nijc', rows, x, cols)
+
+
+def fc_classifier(x: jax.Array, hidden: Sequence[int], num_classes: int, names: Sequence[str],
+                  dropout: ModuleDef, *, dropout_first: bool = False,
+                  dtype: Any = jnp.float32) -> jax.Array:
+    """AlexNet's classifier, which VGG took over: flatten, FC-ReLU layers of the `hidden` widths,
+    an FC to the classes (Krizhevsky et al. 2012 Sec. 4.2, Simonyan & Zisserman 2015 Sec. 2.1).
+
+    `dropout` (a bound nn.Dropout) acts on the input of every FC but the first, as in the papers
+    ("the first two fully-connected layers" drop their outputs), or with `dropout_first` on every
+    FC but the last, as torchvision's AlexNet does. `names`: one per FC layer.
+    """
+    x = x.reshape(x.shape[0], -1)
+    widths = [*hidden, num_classes]
+    for i, (width, name) in enumerate(zip(widths, names, strict=True)):
+        if (i < len(hidden)) if dropout_first else (i > 0):
+            x = dropout(x)
+        x = nn.Dense(width, dtype=dtype, name=name)(x)
+        if i < len(hidden):
+            x = nn.relu(x)
+    return x
+
+
+PADDINGS = ('same', 'symmetric')
+
+
+def conv_padding(kind: str, kernel: int) -> str | int:
+    """How a kernel x kernel conv pads, by the convention of the framework whose weights it takes.
+
+    'same': TF's "SAME" (TF, Keras and the timm `tf_` ports): a strided conv on an even side puts
+    the extra pixel at the bottom/right. 'symmetric': PyTorch's `kernel // 2` on every side. The
+    two agree for stride 1 and give the same output shapes, so only the values of strided convs
+    differ; parameter counts never do.
+    """
+    if kind == 'same':
+        return 'SAME'
+    if kind == 'symmetric':
+        return kernel // 2
+    raise ValueError(f'unknown padding {kind!r}; valid: {", ".join(PADDINGS)}')
+
+
+def conv7x7_stem(x: jax.Array, features: int, conv: ModuleDef, norm: ModuleDef | None = None,
+                 act: Callable[[jax.Array], jax.Array] | None = None, *, pool: str = 'max',
+                 names: tuple[str, str] = ('conv1', 'bn1')) -> jax.Array:
+    """The ImageNet stem: 7x7/2 conv (padding 3) [-norm] [-activation], then 3x3/2 max pooling.
+
+    He et al. 2015 Table 1 (conv1 and the first pool), shared by ResNet, ResNet v2 (no norm: its
+    first block pre-activates), DenseNet and GoogLeNet. `pool`: 'max' pads 1 (torchvision's
+    ResNet and DenseNet), 'max_ceil' is unpadded in ceil mode (Caffe's GoogLeNet), 'none' leaves
+    the pooling to the caller (ResNet-RS's strided conv). Each gives 224 -> 112 -> 56. The module
+    names (`names`: conv, norm) are the caller's, so weight layouts keep the reference's names.
+    """
+    conv_name, norm_name = names
+    x = conv(features, (7, 7), 2, padding=3, name=conv_name)(x)
+    if norm is not None:
+        x = norm(name=norm_name)(x)
+    if act is not None:
+        x = act(x)
+    if pool == 'max':
+        return pool2d('max', x, window=3, stride=2, padding=((1, 1), (1, 1)))
+    if pool == 'max_ceil':
+        return pool2d_ceil('max', x, window=3, stride=2)
+    if pool == 'none':
+        return x
+    raise ValueError(f'unknown stem pool {pool!r}; valid: max, max_ceil, none')
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,

@@ -14,29 +14,27 @@ Parameters at 10 classes: 156 + 2,416 + 48,120 + 10,164 + 850 = 61,706.
 """
 
 import functools
-from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from jaxconv.models.base import ConvNet
 from jaxconv.models.layers import check_min_input, get_activation, pool2d
-from jaxconv.models.registry import register_model
+from jaxconv.models.registry import register_variants
 
 
-class LeNet5(nn.Module):
-    """LeNet-5; `activation`, `pooling`: the paper's (tanh, avg) or the modern (relu, max)."""
+class LeNet5(ConvNet):
+    """LeNet-5; `activation`, `pooling`: the paper's (tanh, avg) or the modern (relu, max).
 
-    default_image_size: ClassVar[int] = 32  # The input LeNet-5 was designed for.
-    num_classes: int = 10
+    `dropout_rate` (0: the paper has none) acts on F6's outputs, like every family's head dropout.
+    """
+
     activation: str = 'tanh'
     pooling: str = 'avg'
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        del train  # No dropout or BatchNorm in LeNet-5.
-        check_min_input('lenet5', x, 32)
+        check_min_input(self.variant, x, 32)
         act = get_activation(self.activation)
         conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding='VALID', dtype=self.dtype)
         dense = functools.partial(nn.Dense, dtype=self.dtype)
@@ -47,9 +45,7 @@ class LeNet5(nn.Module):
         x = x.reshape(x.shape[0], -1)  # 5x5x16 at 32x32 input.
         x = act(dense(120, name='c5')(x))
         x = act(dense(84, name='f6')(x))
-        return dense(self.num_classes, name='output')(x)
+        return self.classify(x, train, name='output')
 
 
-@register_model
-def lenet5(**kwargs: Any) -> nn.Module:
-    return LeNet5(**kwargs)
+register_variants(LeNet5, {'lenet5': dict(default_image_size=32)})  # The input it was made for.

@@ -3,50 +3,61 @@ Mobile Vision Applications", Table 1, Fig. 3, Sec. 3.3-3.4) and MobileNetV2 (San
 "MobileNetV2: Inverted Residuals and Linear Bottlenecks", Table 1-2, Sec. 3-4).
 
 MobileNet v1: a 3x3/2 conv with 32 filters, then 13 depthwise-separable layers (depthwise 3x3 -
-BN - act, pointwise 1x1 - BN - act) of Table 1, global average pooling, FC. Table 1 prints the
-second-to-last depthwise layer as stride 2; it is stride 1 in the authors' release (7x7 stays
-7x7). The width multiplier alpha (0.25, 0.5, 0.75, 1.0; Sec. 3.3) thins every layer to
+BN - act, pointwise 1x1 - BN - act) of Table 1 in five stages, global average pooling, FC. Table 1
+prints the second-to-last depthwise layer as stride 2; it is stride 1 in the authors' release
+(7x7 stays 7x7). The width multiplier alpha (0.25, 0.5, 0.75, 1.0; Sec. 3.3) thins every layer to
 int(alpha * channels); the resolution multiplier rho (Sec. 3.4) is just the input size
-(128, 160, 192, 224: set dataset.image_size). As in the authors' TF-slim release and Keras'
-`MobileNet`: ReLU6 (the paper's text says ReLU; `activation='relu'`), TF "SAME" padding, no conv
-bias, BN epsilon 1e-3, dropout 1e-3 and a biased 1x1 conv as classifier (here an equivalent
-Dense). 4,231,976 trainable parameters at alpha = 1 and 1000 classes, Keras' figure.
+(128, 160, 192, 224: set dataset.image_size); `depth_multiplier` scales each stage's repeats by
+ceil, as timm's builder does (not in the paper). ReLU6 (the paper's text says ReLU;
+`activation='relu'`), no conv bias, dropout 1e-3 and a biased 1x1 conv as classifier (here an
+equivalent Dense): 4,231,976 parameters at alpha = 1 and 1000 classes, Keras' and timm's figure.
 Names follow Keras (conv1, conv_dw_1, conv_pw_1, ..., conv_preds).
+
+Layout of v1. `mobilenet_v1` is the authors' TF-slim release, which Keras' `MobileNet` follows:
+TF "SAME" padding, BatchNorm epsilon 1e-3 and Keras' momentum 0.99. timm's `mobilenetv1_100` is
+the same network trained in PyTorch: `create_model('mobilenet_v1', **PYTORCH_LAYOUT)`, i.e.
+padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9 (PyTorch's 0.1).
 
 MobileNetV2: a 3x3/2 conv with 32 filters, the 17 inverted residual bottlenecks of Table 2
 (1x1 expansion by t - BN - ReLU6, depthwise 3x3 - BN - ReLU6, linear 1x1 projection - BN;
 identity shortcut when stride is 1 and widths match), a 1x1 conv to 1280, global average
 pooling, dropout 0.2, FC. The width multiplier scales every width and rounds it to a multiple of
-8 (`make_divisible`); the last conv never goes below 1280. Layout, padding (symmetric) and
-counts follow torchvision's `mobilenet_v2`: 3,504,872 parameters at width 1.0, 1000 classes.
+8 (`make_divisible`); the last conv never goes below 1280. Layout, padding (symmetric), BatchNorm
+(PyTorch's) and counts follow torchvision's `mobilenet_v2`: 3,504,872 parameters at width 1.0,
+1000 classes; its names too (features_{i}, classifier_1).
 """
 
 import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
     ConvNormAct,
+    DropPath,
     ModuleDef,
-    batch_norm,
     check_min_input,
+    conv_padding,
     get_activation,
-    make_divisible,
 )
-from jaxconv.models.registry import register_model
+from jaxconv.models.registry import register_variants
+
+# timm's mobilenetv1_100: nn.BatchNorm2d defaults (momentum 0.1), symmetric padding.
+PYTORCH_LAYOUT = dict(padding='symmetric', bn_momentum=0.9, bn_epsilon=1e-5)
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2's bottleneck (Table 1): expand 1x1, depthwise 3x3, linear project 1x1."""
+    """MobileNetV2's bottleneck (Table 1): expand 1x1, depthwise 3x3, linear project 1x1; with
+    an identity shortcut, the branch is dropped at `drop_path_rate` (this block's own rate)."""
 
     features: int
     strides: int
     expansion: int
     conv: ModuleDef
+    drop_path: ModuleDef
+    drop_path_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -57,92 +68,86 @@ class InvertedResidual(nn.Module):
             y = self.conv(hidden, 1, name='expand')(y)
         y = self.conv(hidden, 3, strides=self.strides, padding=1, groups=hidden, name='dw')(y)
         y = self.conv(self.features, 1, activation=None, name='project')(y)  # Linear bottleneck.
-        if self.strides == 1 and in_features == self.features:
-            return x + y
-        return y
+        if self.strides != 1 or in_features != self.features:
+            return y
+        if self.drop_path_rate > 0:
+            y = self.drop_path(self.drop_path_rate)(y)
+        return x + y
 
 
-class MobileNetV1(nn.Module):
-    """The depthwise-separable stack of Table 1; `layers` holds (pointwise filters, stride)."""
+class MobileNetV1(BatchNormKnobs, ScalingKnobs):
+    """The depthwise-separable stack of Table 1; `stages` holds (repeats, stride, filters)."""
 
-    layers: Sequence[tuple[int, int]]
-    num_classes: int = 1000
-    width_multiplier: float = 1.0
-    stem_features: int = 32
+    stages: Sequence[tuple[int, int, int]]
+    stem_width: int = 32
     activation: str = 'relu6'
-    dropout: float = 1e-3
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 224
+    padding: str = 'same'  # 'same': TF / Keras (the reference); 'symmetric': timm's PyTorch.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_min_input('mobilenet_v1', x, 32)
-        norm = batch_norm(train, epsilon=1e-3, dtype=self.dtype,
-                          group_size=self.bn_group_size)
-        conv = functools.partial(ConvNormAct, padding='SAME', norm=norm,
+        check_min_input(self.variant, x, 2 * 2 ** sum(s > 1 for _, s, _ in self.stages))
+        conv = functools.partial(ConvNormAct, padding=conv_padding(self.padding, 3),
+                                 norm=self.norm_layer(train),
                                  activation=get_activation(self.activation), dtype=self.dtype)
-        alpha = self.width_multiplier
         x = x.astype(self.dtype)
-        x = conv(int(self.stem_features * alpha), 3, strides=2, name='conv1')(x)
-        for i, (features, stride) in enumerate(self.layers, start=1):
-            in_features = x.shape[-1]
-            x = conv(in_features, 3, strides=stride, groups=in_features, name=f'conv_dw_{i}')(x)
-            x = conv(int(features * alpha), 1, name=f'conv_pw_{i}')(x)
-        x = jnp.mean(x, axis=(1, 2))  # The 7x7 average pool at 224, for any input size.
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='conv_preds')(x)
+        # int(alpha * c): the paper's and Keras' widths (divisor=None), not rounded to 8s.
+        x = conv(self.scaled_width(self.stem_width, divisor=None), 3, strides=2, name='conv1')(x)
+        layer = 0
+        for repeats, stride, features in self.stages:
+            for j in range(self.scaled_depth(repeats)):
+                layer += 1
+                in_features = x.shape[-1]
+                x = conv(in_features, 3, strides=stride if j == 0 else 1, groups=in_features,
+                         name=f'conv_dw_{layer}')(x)
+                x = conv(self.scaled_width(features, divisor=None), 1, padding=0,
+                         name=f'conv_pw_{layer}')(x)
+        return self.classify(x, train, name='conv_preds')  # The 7x7 average pool at 224.
 
 
-class MobileNetV2(nn.Module):
-    """Stem, the bottleneck sequences of Table 2 (`layers`: t, c, n, s), 1x1 conv, FC."""
+class MobileNetV2(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
+    """Stem, the bottleneck sequences of Table 2 (`stages`: t, c, n, s), 1x1 conv, FC.
 
-    layers: Sequence[tuple[int, int, int, int]]
-    num_classes: int = 1000
-    width_multiplier: float = 1.0
+    Stochastic depth (not in the paper; timm's MobileNetV2 has it) drops the residual branches,
+    at rates spread over all the blocks by `drop_path_rule`.
+    """
+
+    stages: Sequence[tuple[int, int, int, int]]
     round_nearest: int = 8
-    stem_features: int = 32
-    last_features: int = 1280
-    dropout: float = 0.2
-    bn_group_size: int = 0  # BatchNorm statistics over groups of this many examples; 0: batch.
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 224
+    stem_width: int = 32
+    last_width: int = 1280
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_min_input('mobilenet_v2', x, 32)
-        norm = batch_norm(train, dtype=self.dtype,
-                          group_size=self.bn_group_size)
-        conv = functools.partial(ConvNormAct, norm=norm, activation=nn.relu6, dtype=self.dtype)
-        alpha, divisor = self.width_multiplier, self.round_nearest
+        check_min_input(self.variant, x, 2 * 2 ** sum(s > 1 for _, _, _, s in self.stages))
+        conv = functools.partial(ConvNormAct, norm=self.norm_layer(train), activation=nn.relu6,
+                                 dtype=self.dtype)
+        width = functools.partial(self.scaled_width, divisor=self.round_nearest)
         x = x.astype(self.dtype)
-        x = conv(make_divisible(self.stem_features * alpha, divisor), 3, strides=2, padding=1,
-                 name='features_0')(x)
+        x = conv(width(self.stem_width), 3, strides=2, padding=1, name='features_0')(x)
+        drop_path = functools.partial(DropPath, deterministic=not train)
+        depths = [self.scaled_depth(n) for _, _, n, _ in self.stages]
         index = 1  # torchvision's position in `features`.
-        for t, c, n, s in self.layers:
-            features = make_divisible(c * alpha, divisor)
-            for i in range(n):
-                x = InvertedResidual(features, s if i == 0 else 1, t, conv,
-                                     name=f'features_{index}')(x)
+        for (t, c, _, s), rates in zip(self.stages, self.drop_path_schedule(depths), strict=True):
+            for i, rate in enumerate(rates):
+                x = InvertedResidual(width(c), s if i == 0 else 1, t, conv, drop_path,
+                                     drop_path_rate=rate, name=f'features_{index}')(x)
                 index += 1
         # Sec. 4: the last layer keeps 1280 channels for multipliers below 1 (better accuracy).
-        last = make_divisible(self.last_features * max(1.0, alpha), divisor)
+        last = width(self.last_width) if self.width_multiplier > 1 else self.last_width
         x = conv(last, 1, name=f'features_{index}')(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier_1')(x)
+        return self.classify(x, train, name='classifier_1')
 
 
 # --- Variant tables. --------------------------------------------------------------------------
 
-MOBILENET_V1_LAYERS = (  # Howard et al. 2017, Table 1: (pointwise filters, depthwise stride).
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
-    (1024, 2), (1024, 1),
+MOBILENET_V1_STAGES = (  # Howard et al. 2017, Table 1: (repeats, first stride, pointwise filters).
+    (1, 1, 64),
+    (2, 2, 128),
+    (2, 2, 256),
+    (6, 2, 512),
+    (2, 2, 1024),
 )
-MOBILENET_V2_LAYERS = (  # Sandler et al. 2018, Table 2: expansion t, channels c, n, stride s.
+MOBILENET_V2_STAGES = (  # Sandler et al. 2018, Table 2: expansion t, channels c, n, stride s.
     (1, 16, 1, 1),
     (6, 24, 2, 2),
     (6, 32, 3, 2),
@@ -152,12 +157,12 @@ MOBILENET_V2_LAYERS = (  # Sandler et al. 2018, Table 2: expansion t, channels c
     (6, 320, 1, 1),
 )
 
-
-@register_model
-def mobilenet_v1(**kwargs: Any) -> nn.Module:
-    return MobileNetV1(**{'layers': MOBILENET_V1_LAYERS, **kwargs})
-
-
-@register_model
-def mobilenet_v2(**kwargs: Any) -> nn.Module:
-    return MobileNetV2(**{'layers': MOBILENET_V2_LAYERS, **kwargs})
+register_variants(MobileNetV1, {
+    # Keras MobileNet: dropout 1e-3, BatchNormalization defaults (momentum 0.99, epsilon 1e-3).
+    'mobilenet_v1': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
+                         bn_epsilon=1e-3, dropout_rate=1e-3),
+})
+register_variants(MobileNetV2, {
+    # torchvision mobilenet_v2: dropout 0.2, nn.BatchNorm2d defaults.
+    'mobilenet_v2': dict(stages=MOBILENET_V2_STAGES, dropout_rate=0.2),
+})

@@ -17,14 +17,15 @@ everywhere the logits are all 0 and no gradient flows (on digits, a peak SGD rat
 """
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxconv.models.base import ConvNet
 from jaxconv.models.layers import check_min_input, pool2d_ceil
-from jaxconv.models.registry import register_model
+from jaxconv.models.registry import register_variants
 
 # He et al. 2015 ("Delving Deep into Rectifiers", Eq. 10): std sqrt(2 / fan_in). Nine ReLU layers
 # without BatchNorm at flax's default LeCun scale halve the signal's variance at each layer, so the
@@ -40,21 +41,19 @@ class MlpConv(NamedTuple):
     pool: str  # 'max' or 'avg' (3x3/2, ceil mode, then dropout) or 'global' (the classifier).
 
 
-class NiN(nn.Module):
-    """Stacked mlpconv layers ending in one map per class and global average pooling."""
+class NiN(ConvNet):
+    """Stacked mlpconv layers ending in one map per class and global average pooling.
+
+    `dropout_rate` is the dropout after each pooling (0.5).
+    """
 
     layers: Sequence[MlpConv]
-    num_classes: int = 10
-    dropout: float = 0.5
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         num_pools = sum(layer.pool != 'global' for layer in self.layers)
         # Ceil-mode 3x3/2 pooling needs 2 pixels and takes 2**k to 2**(k-1): 2**pools is the least.
-        check_min_input('nin', x, 2 ** num_pools)
+        check_min_input(self.variant, x, 2 ** num_pools)
         x = x.astype(self.dtype)
         conv_index = 0
         for i, layer in enumerate(self.layers, start=1):
@@ -68,7 +67,7 @@ class NiN(nn.Module):
             if layer.pool == 'global':
                 return jnp.mean(x, axis=(1, 2))  # Global average pooling: the class scores.
             x = pool2d_ceil(layer.pool, x, window=3, stride=2)
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         raise ValueError('a NiN needs a last mlpconv layer with pool="global"')
 
 
@@ -81,6 +80,5 @@ NIN_CIFAR10 = (
 )
 
 
-@register_model
-def nin_cifar10(**kwargs: Any) -> nn.Module:
-    return NiN(**{'layers': NIN_CIFAR10, **kwargs})
+register_variants(NiN, {'nin_cifar10': dict(layers=NIN_CIFAR10, dropout_rate=0.5,
+                                            default_image_size=32)})

@@ -29,8 +29,8 @@ from jaxconv.models.layers import (
     ModuleDef,
     SqueezeExcite,
     check_min_input,
+    conv7x7_stem,
     get_activation,
-    pool2d,
 )
 from jaxconv.models.registry import register_variants
 from jaxconv.models.resnet import IMAGENET_DEPTHS, conv_init, stage_plan
@@ -103,8 +103,7 @@ class PreActResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
         x = x.astype(self.dtype)
         stem_width = self.scaled_width(self.stem_width)
         if self.stem == 'imagenet':
-            x = conv(stem_width, (7, 7), 2, padding=3, name='conv1')(x)
-            x = pool2d('max', x, window=3, stride=2, padding=((1, 1), (1, 1)))
+            x = conv7x7_stem(x, stem_width, conv)  # No norm: the first block pre-activates.
         else:
             x = conv(stem_width, (3, 3), padding=1, name='conv1')(x)
 

@@ -136,7 +136,7 @@ def report(name: str, resolution: int | None = None, num_classes: int = 1000,
            channels: int = 3, **overrides: Any) -> str:
     """The layer table of the registered model `name`, as text."""
     model = create_model(name, num_classes=num_classes, **overrides)
-    resolution = resolution or getattr(model, 'default_image_size', 224)
+    resolution = resolution or model.default_image_size
     rows, params = layer_rows(model, resolution, channels)
     total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     macs = count_macs(model, resolution, channels)

@@ -33,6 +33,7 @@ from jaxconv.models.layers import (
     ModuleDef,
     SqueezeExcite,
     check_min_input,
+    conv7x7_stem,
     get_activation,
     pool2d,
 )
@@ -170,18 +171,18 @@ class ResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
 
         x = x.astype(self.dtype)
         stem_width = self.scaled_width(self.stem_width)
-        if self.stem == 'deep':
-            for i, features in enumerate((stem_width, stem_width)):
-                x = conv(features, (3, 3), 2 if i == 0 else 1, padding=1, name=f'conv1_{i}')(x)
-                x = act(norm(name=f'bn1_{i}')(x))
-            x = conv(2 * stem_width, (3, 3), padding=1, name='conv1')(x)
-        elif self.stem in ('imagenet', 'cifar'):
-            kernel = 7 if self.stem == 'imagenet' else 3
-            x = conv(stem_width, (kernel, kernel), stem_stride, padding=kernel // 2,
-                     name='conv1')(x)
+        if self.stem == 'imagenet':
+            x = conv7x7_stem(x, stem_width, conv, norm, act, pool='none')  # Pooled below.
         else:
-            raise ValueError(f'unknown stem {self.stem!r}; valid: imagenet, deep, cifar')
-        x = act(norm(name='bn1')(x))
+            if self.stem == 'deep':  # Two 3x3 convs before conv1, which doubles the width.
+                for i, features in enumerate((stem_width, stem_width)):
+                    x = conv(features, (3, 3), 2 if i == 0 else 1, padding=1,
+                             name=f'conv1_{i}')(x)
+                    x = act(norm(name=f'bn1_{i}')(x))
+                stem_width *= 2
+            elif self.stem != 'cifar':
+                raise ValueError(f'unknown stem {self.stem!r}; valid: imagenet, deep, cifar')
+            x = act(norm(name='bn1')(conv(stem_width, (3, 3), padding=1, name='conv1')(x)))
         if self.stem_pool == 'max':
             x = pool2d('max', x, window=3, stride=2, padding=((1, 1), (1, 1)))
         elif self.stem_pool == 'conv':

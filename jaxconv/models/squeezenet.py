@@ -15,14 +15,15 @@ squeeze/expand1x1/expand3x3, classifier_1): 1,248,424 and 1,235,496 parameters a
 """
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.models.layers import check_min_input, pool2d_ceil
-from jaxconv.models.registry import register_model
+from jaxconv.models.base import ConvNet
+from jaxconv.models.layers import check_min_input, pool2d_ceil, smallest_input
+from jaxconv.models.registry import register_variants
 
 Layer = tuple[str, int, int, int]  # ('conv', filters, kernel, stride) | ('fire', s1x1, e1x1, e3x3)
 POOL = ('pool', 3, 3, 2)  # Max pool 3x3/2, ceil mode.
@@ -45,35 +46,23 @@ class Fire(nn.Module):
         return jnp.concatenate([e1, e3], axis=-1)
 
 
-class SqueezeNet(nn.Module):
-    """A stem conv, Fire modules and ceil-mode pools (`layers`), then the conv10 classifier."""
+class SqueezeNet(ConvNet):
+    """A stem conv, Fire modules and ceil-mode pools (`layers`), then the conv10 classifier.
+
+    `dropout_rate` is the dropout before conv10 (0.5).
+    """
 
     layers: Sequence[Layer]
-    num_classes: int = 1000
     bypass: bool = False
-    dropout: float = 0.5
-    dtype: Any = jnp.float32
-
-    default_image_size: ClassVar[int] = 224
 
     def min_input_size(self) -> int:
         """The smallest input for which the unpadded stem and every ceil-mode pool have a map."""
-        for size in range(1, 1024):
-            n = size
-            for kind, _, kernel, stride in self.layers:
-                if kind == 'conv':
-                    n = (n - kernel) // stride + 1
-                elif kind == 'pool':
-                    n = -(-(n - kernel) // stride) + 1 if n >= 2 else 0
-                if n < 1:
-                    break
-            else:
-                return size
-        raise ValueError('no input size fits these layers')
+        return smallest_input([(b, c, 0, kind == 'pool') for kind, _, b, c in self.layers
+                               if kind != 'fire'])
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_min_input('squeezenet', x, self.min_input_size())
+        check_min_input(self.variant, x, self.min_input_size())
         x = x.astype(self.dtype)
         index = 0  # torchvision's position in `features` (a conv's ReLU counts too).
         for kind, a, b, c in self.layers:
@@ -89,7 +78,7 @@ class SqueezeNet(nn.Module):
                 y = Fire(a, b, c, dtype=self.dtype, name=f'features_{index}')(x)
                 x = x + y if self.bypass and y.shape == x.shape else y
                 index += 1
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.relu(nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='classifier_1')(x))
         return jnp.mean(x, axis=(1, 2))  # Global average pooling: the class scores.
 
@@ -112,11 +101,9 @@ SQUEEZENET_1_1 = (
 )
 
 
-@register_model
-def squeezenet1_0(**kwargs: Any) -> nn.Module:
-    return SqueezeNet(**{'layers': SQUEEZENET_1_0, **kwargs})
-
-
-@register_model
-def squeezenet1_1(**kwargs: Any) -> nn.Module:
-    return SqueezeNet(**{'layers': SQUEEZENET_1_1, **kwargs})
+# Every registered name and the SqueezeNet fields it sets (torchvision's dropout 0.5).
+VARIANTS: dict[str, dict[str, Any]] = {
+    'squeezenet1_0': dict(layers=SQUEEZENET_1_0, dropout_rate=0.5),
+    'squeezenet1_1': dict(layers=SQUEEZENET_1_1, dropout_rate=0.5),
+}
+register_variants(SqueezeNet, VARIANTS)

@@ -15,7 +15,9 @@ from jaxconv.convert.core import SourceModule
 
 LIBRARIES = {'torchvision': 'torch', 'timm': 'torch', 'keras': 'keras'}
 _LAYOUTS: dict[tuple[str, str], 'Layout'] = {}
-_FAMILIES = ('inception_resnet', 'inception_v4', 'nasnet', 'resnet', 'shufflenet', 'xception')
+_FAMILIES = ('alexnet', 'densenet', 'efficientnet', 'googlenet', 'inception', 'inception_resnet',
+             'inception_v4', 'mobilenet', 'nasnet', 'resnet', 'shufflenet', 'squeezenet', 'vgg',
+             'xception')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +69,17 @@ def dotted(path: str) -> str:
     `_<digits>` on a path component becomes `.<digits>`.
     """
     return '.'.join(re.sub(r'_(\d+)$', r'.\1', part) for part in path.split('/'))
+
+
+def chw_rows(channels: int, height: int, width: int) -> Callable[[str, Any], Any]:
+    """The transform of the first FC after a flatten: PyTorch flattens a map as (C, H, W),
+    jaxconv as (H, W, C), so the FC kernel's input rows are permuted; its bias is untouched."""
+
+    def transform(leaf: str, array: Any) -> Any:
+        if leaf != 'kernel':
+            return array
+        outputs = array.shape[-1]
+        rows = array.reshape(channels, height, width, outputs).transpose(1, 2, 0, 3)
+        return rows.reshape(channels * height * width, outputs)
+
+    return transform
