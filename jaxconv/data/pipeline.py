@@ -191,6 +191,10 @@ def train_batches(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigD
         base = base.cache()
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        # Traced in its own graph: without its graph-level seed, TF's global seed (a caller's
+        # tf.random.set_seed or keras.utils.set_random_seed) neither changes the order nor, when
+        # it is 0, fails the trace ("symbolic tf.Tensor as a Python bool" in TF's get_seed).
+        tf.compat.v1.get_default_graph().seed = None
         # A seed per epoch makes the order of epoch e independent of how we got to it.
         epoch_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
         return base.shuffle(min(cfg.shuffle_buffer, meta.num_train_examples), seed=epoch_seed,
