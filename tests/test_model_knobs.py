@@ -67,6 +67,19 @@ FAMILIES = {
     'FractalNet': ('fractalnet20', 2, dict(filters=(8,), block_dropout_rates=(0.0,),
                                            global_drop_fraction=0.0),
                    {'dropout_rate', *BN_KNOBS, 'drop_path_rate'}),
+    'Xception': ('xception', 32, dict(middle_flow_repeats=1),
+                 {'dropout_rate', *BN_KNOBS, 'drop_path_rate'}),
+    'InceptionV4': ('inception_v4', 75, dict(stage_repeats=(1, 1, 1)),
+                    {'dropout_rate', *BN_KNOBS}),
+    'InceptionResNet': ('inception_resnet_v2', 75, dict(stage_repeats=(1, 1, 1)),
+                        {'dropout_rate', *BN_KNOBS, 'drop_path_rate'}),
+    'BNInception': ('bn_inception', 32, {}, {'dropout_rate', *BN_KNOBS}),
+    'NASNet': ('nasnetamobile', 32, dict(num_cells=2), {'dropout_rate', *BN_KNOBS,
+                                                          'drop_path_rate'}),
+    # The last unit residual: the 'block' rule gives it the full rate.
+    'ShuffleNetV1': ('shufflenet_v1_g3', 32, dict(stage_depths=(1, 1, 2)), set(ALL_KNOBS)),
+    'ShuffleNetV2': ('shufflenet_v2_x1_0', 32, dict(stage_depths=(1, 1, 1)),
+                     {'dropout_rate', *BN_KNOBS}),
 }
 # A value for each knob that differs from every variant's default.
 VALUES = {'dropout_rate': 0.9, 'bn_momentum': 0.5, 'bn_epsilon': 1.0, 'bn_group_size': 2,
@@ -116,21 +129,27 @@ def test_each_knob_reaches_every_layer_it_governs(family):
     a hard-coded value), the dropout before the classifier takes `dropout_rate`, and the deepest
     residual branch drops at `drop_path_rate` (the 'block' rule's full rate)."""
     _, size, _, knobs = FAMILIES[family]
+    # Two traces: every knob set at once (values no variant uses), and the defaults with drop
+    # path off.
+    settings = {'dropout_rate': 0.875, 'drop_path_rate': 0.875, 'bn_momentum': 0.5,
+                'bn_epsilon': 0.25, 'bn_group_size': 2}
+    knobbed = built_layers(tiny(family, **{k: v for k, v in settings.items() if k in knobs}), size)
+    default = built_layers(tiny(family, **({'drop_path_rate': 0.0} if 'drop_path_rate' in knobs
+                                           else {})), size)
 
-    def layers(kind, **knob):
-        return [m for m in built_layers(tiny(family, **knob), size) if isinstance(m, kind)]
+    def of(kind, built):
+        return [m for m in built if isinstance(m, kind)]
 
     if 'bn_momentum' in knobs:
-        norms = layers((nn.BatchNorm, GroupedBatchNorm), bn_momentum=0.5, bn_epsilon=0.25)
-        assert norms and {(m.momentum, m.epsilon) for m in norms} == {(0.5, 0.25)}
-        grouped = layers((nn.BatchNorm, GroupedBatchNorm), bn_group_size=2)
-        assert len(grouped) == len(norms)
-        assert all(isinstance(m, GroupedBatchNorm) and m.group_size == 2 for m in grouped)
-    rates = [m.rate for m in layers(nn.Dropout, dropout_rate=0.875)]
-    assert 0.875 in rates and 0.875 not in [m.rate for m in layers(nn.Dropout)]
+        norms = of((nn.BatchNorm, GroupedBatchNorm), knobbed)
+        assert len(norms) == len(of((nn.BatchNorm, GroupedBatchNorm), default)) > 0
+        assert {(m.momentum, m.epsilon) for m in norms} == {(0.5, 0.25)}
+        assert all(isinstance(m, GroupedBatchNorm) and m.group_size == 2 for m in norms)
+    assert 0.875 in [m.rate for m in of(nn.Dropout, knobbed)]
+    assert 0.875 not in [m.rate for m in of(nn.Dropout, default)]
     if 'drop_path_rate' in knobs and family != 'FractalNet':  # FractalNet's joins: see below.
-        assert not layers(DropPath, drop_path_rate=0.0)
-        assert max(m.rate for m in layers(DropPath, drop_path_rate=0.875)) == 0.875
+        assert all(m.rate == 0.0 for m in of(DropPath, default))
+        assert max(m.rate for m in of(DropPath, knobbed)) == 0.875
 
 
 def random_variables(model, x: jax.Array) -> dict:
