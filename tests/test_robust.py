@@ -91,14 +91,14 @@ def trained(tmp_path_factory, digits_dir, tiny_model):
             seen['image_dtype'] = batch['image'].dtype  # What crossed host -> device.
             return original_step(state, metrics, batch, root_key, **kwargs)
 
-        def write(self, step, split, metrics):
+        def write(self, step, split, metrics, **fields):
             try:
                 jnp.zeros(())  # An implicit host -> device copy, between steps.
                 seen.setdefault('implicit_copy_allowed', True)
             except Exception:
                 seen.setdefault('implicit_copy_allowed', False)
             seen.setdefault('threefry_partitionable', jax.config.jax_threefry_partitionable)
-            original_write(self, step, split, metrics)
+            original_write(self, step, split, metrics, **fields)
 
         patch.setattr(steps, 'train_step', train_step)
         patch.setattr(writer.MetricWriter, 'write', write)
@@ -416,10 +416,10 @@ def test_an_unexpected_error_saves_a_checkpoint_first(config, workdir, monkeypat
     """metrics.jsonl's disk fills at step 25: the five steps since checkpoint 20 are kept."""
     original = writer.MetricWriter.write
 
-    def write(self, step, split, metrics):
+    def write(self, step, split, metrics, **fields):
         if step == 25:
             raise OSError(28, 'No space left on device')
-        original(self, step, split, metrics)
+        original(self, step, split, metrics, **fields)
 
     monkeypatch.setattr(writer.MetricWriter, 'write', write)
     config.train.steps = 30
@@ -610,7 +610,7 @@ def test_the_cli_survives_its_wandb_process_dying(tmp_path, digits_dir):
         import os, signal
         from jaxconv.train import writer
         original = writer.MetricWriter.write
-        def write(self, step, split, metrics):
+        def write(self, step, split, metrics, **fields):
             if step == 10 and split == 'train':
                 for entry in os.listdir('/proc'):
                     try:
@@ -620,7 +620,7 @@ def test_the_cli_survives_its_wandb_process_dying(tmp_path, digits_dir):
                     if '(wandb-core)' in stat and int(stat.rsplit(')', 1)[1].split()[1]) == (
                             os.getpid()):
                         os.kill(int(entry), signal.SIGKILL)
-            original(self, step, split, metrics)
+            original(self, step, split, metrics, **fields)
         writer.MetricWriter.write = write
     ''')
     workdir = tmp_path / 'run'
