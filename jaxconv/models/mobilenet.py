@@ -24,7 +24,8 @@ identity shortcut when stride is 1 and widths match), a 1x1 conv to 1280, global
 pooling, dropout 0.2, FC. The width multiplier scales every width and rounds it to a multiple of
 8 (`make_divisible`); the last conv never goes below 1280. Layout, padding (symmetric), BatchNorm
 (PyTorch's) and counts follow torchvision's `mobilenet_v2`: 3,504,872 parameters at width 1.0,
-1000 classes; its names too (features_{i}, classifier_1).
+1000 classes; its names too (features_{i}, classifier_1). `keras_mobilenetv2` is Keras' layout of
+the same network (TF padding, BatchNorm epsilon 1e-3, momentum 0.999, no dropout).
 """
 
 import functools
@@ -58,6 +59,7 @@ class InvertedResidual(nn.Module):
     conv: ModuleDef
     drop_path: ModuleDef
     drop_path_rate: float = 0.0
+    padding: str | int = 1  # The depthwise conv's (see `conv_padding`).
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -66,7 +68,8 @@ class InvertedResidual(nn.Module):
         y = x
         if self.expansion != 1:
             y = self.conv(hidden, 1, name='expand')(y)
-        y = self.conv(hidden, 3, strides=self.strides, padding=1, groups=hidden, name='dw')(y)
+        y = self.conv(hidden, 3, strides=self.strides, padding=self.padding, groups=hidden,
+                      name='dw')(y)
         y = self.conv(self.features, 1, activation=None, name='project')(y)  # Linear bottleneck.
         if self.strides != 1 or in_features != self.features:
             return y
@@ -115,6 +118,7 @@ class MobileNetV2(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     round_nearest: int = 8
     stem_width: int = 32
     last_width: int = 1280
+    padding: str = 'symmetric'  # 'symmetric': torchvision's; 'same': Keras' (`correct_pad`).
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -123,14 +127,16 @@ class MobileNetV2(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
                                  dtype=self.dtype)
         width = functools.partial(self.scaled_width, divisor=self.round_nearest)
         x = x.astype(self.dtype)
-        x = conv(width(self.stem_width), 3, strides=2, padding=1, name='features_0')(x)
+        padding = conv_padding(self.padding, 3)
+        x = conv(width(self.stem_width), 3, strides=2, padding=padding, name='features_0')(x)
         drop_path = functools.partial(DropPath, deterministic=not train)
         depths = [self.scaled_depth(n) for _, _, n, _ in self.stages]
         index = 1  # torchvision's position in `features`.
         for (t, c, _, s), rates in zip(self.stages, self.drop_path_schedule(depths), strict=True):
             for i, rate in enumerate(rates):
                 x = InvertedResidual(width(c), s if i == 0 else 1, t, conv, drop_path,
-                                     drop_path_rate=rate, name=f'features_{index}')(x)
+                                     drop_path_rate=rate, padding=padding,
+                                     name=f'features_{index}')(x)
                 index += 1
         # Sec. 4: the last layer keeps 1280 channels for multipliers below 1 (better accuracy).
         last = width(self.last_width) if self.width_multiplier > 1 else self.last_width
@@ -161,8 +167,14 @@ register_variants(MobileNetV1, {
     # Keras MobileNet: dropout 1e-3, BatchNormalization defaults (momentum 0.99, epsilon 1e-3).
     'mobilenet_v1': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
                          bn_epsilon=1e-3, dropout_rate=1e-3),
+    'keras_mobilenet': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
+                            bn_epsilon=1e-3, dropout_rate=1e-3),  # Alias: mobilenet_v1 is Keras'.
 })
 register_variants(MobileNetV2, {
     # torchvision mobilenet_v2: dropout 0.2, nn.BatchNorm2d defaults.
     'mobilenet_v2': dict(stages=MOBILENET_V2_STAGES, dropout_rate=0.2),
+    # Keras' MobileNetV2: TF padding (ZeroPadding2D(correct_pad) + 'valid' is TF's 'SAME'),
+    # BatchNorm epsilon 1e-3 and momentum 0.999, no dropout before the classifier.
+    'keras_mobilenetv2': dict(stages=MOBILENET_V2_STAGES, padding='same', bn_epsilon=1e-3,
+                              bn_momentum=0.999, dropout_rate=0.0),
 })
