@@ -16,7 +16,9 @@ Names follow Keras (conv1, conv_dw_1, conv_pw_1, ..., conv_preds).
 Layout of v1. `mobilenet_v1` is the authors' TF-slim release, which Keras' `MobileNet` follows:
 TF "SAME" padding, BatchNorm epsilon 1e-3 and Keras' momentum 0.99. timm's `mobilenetv1_100` is
 the same network trained in PyTorch: `create_model('mobilenet_v1', **PYTORCH_LAYOUT)`, i.e.
-padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9 (PyTorch's 0.1).
+padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9 (PyTorch's 0.1). `keras_mobilenet` is
+Keras' `MobileNet` exactly: it pads strided depthwise convs at the bottom/right by one pixel
+also on odd sizes, where TF-slim's 'SAME' pads both sides (`padding='keras'`).
 
 MobileNetV2: a 3x3/2 conv with 32 filters, the 17 inverted residual bottlenecks of Table 2
 (1x1 expansion by t - BN - ReLU6, depthwise 3x3 - BN - ReLU6, linear 1x1 projection - BN;
@@ -84,12 +86,17 @@ class MobileNetV1(BatchNormKnobs, ScalingKnobs):
     stages: Sequence[tuple[int, int, int]]
     stem_width: int = 32
     activation: str = 'relu6'
-    padding: str = 'same'  # 'same': TF / Keras (the reference); 'symmetric': timm's PyTorch.
+    padding: str = 'same'  # 'same': TF-slim's; 'symmetric': timm's PyTorch; 'keras': see below.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_min_input(self.variant, x, 2 * 2 ** sum(s > 1 for _, s, _ in self.stages))
-        conv = functools.partial(ConvNormAct, padding=conv_padding(self.padding, 3),
+        # Keras pads a strided depthwise conv by one pixel at the bottom/right whatever the size
+        # (ZeroPadding2D(((0, 1), (0, 1)))): TF's 'SAME' on even sizes, one pixel less on odd.
+        keras = self.padding == 'keras'
+        padding = conv_padding('same' if keras else self.padding, 3)
+        strided_dw_padding = ((0, 1), (0, 1)) if keras else padding
+        conv = functools.partial(ConvNormAct, padding=padding,
                                  norm=self.norm_layer(train),
                                  activation=get_activation(self.activation), dtype=self.dtype)
         x = x.astype(self.dtype)
@@ -100,7 +107,9 @@ class MobileNetV1(BatchNormKnobs, ScalingKnobs):
             for j in range(self.scaled_depth(repeats)):
                 layer += 1
                 in_features = x.shape[-1]
-                x = conv(in_features, 3, strides=stride if j == 0 else 1, groups=in_features,
+                strides = stride if j == 0 else 1
+                x = conv(in_features, 3, strides=strides, groups=in_features,
+                         padding=strided_dw_padding if strides > 1 else padding,
                          name=f'conv_dw_{layer}')(x)
                 x = conv(self.scaled_width(features, divisor=None), 1, padding=0,
                          name=f'conv_pw_{layer}')(x)
@@ -167,8 +176,9 @@ register_variants(MobileNetV1, {
     # Keras MobileNet: dropout 1e-3, BatchNormalization defaults (momentum 0.99, epsilon 1e-3).
     'mobilenet_v1': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
                          bn_epsilon=1e-3, dropout_rate=1e-3),
-    'keras_mobilenet': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
-                            bn_epsilon=1e-3, dropout_rate=1e-3),  # Alias: mobilenet_v1 is Keras'.
+    # Keras' MobileNet: mobilenet_v1 but for the padding of strided depthwise convs on odd sizes.
+    'keras_mobilenet': dict(stages=MOBILENET_V1_STAGES, padding='keras', bn_momentum=0.99,
+                            bn_epsilon=1e-3, dropout_rate=1e-3),
 })
 register_variants(MobileNetV2, {
     # torchvision mobilenet_v2: dropout 0.2, nn.BatchNorm2d defaults.
