@@ -116,6 +116,7 @@ class DenseNet(BatchNormKnobs, ScalingKnobs):
 
 
 CIFAR = dict(stem='cifar', default_image_size=32)
+KERAS = dict(bn_epsilon=1.001e-5, bn_momentum=0.99)
 
 # Every registered name and the DenseNet fields it sets: layers per block, growth rate k, stem
 # channels. ImageNet: Table 1 (DenseNet-161 is the k=48 net of the released models); CIFAR
@@ -125,6 +126,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'densenet169': dict(block_config=(6, 12, 32, 32), growth_rate=32, num_init_features=64),
     'densenet201': dict(block_config=(6, 12, 48, 32), growth_rate=32, num_init_features=64),
     'densenet161': dict(block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96),
+    # Keras' DenseNet121/169/201: the same layers, BatchNorm epsilon 1.001e-5, momentum 0.99.
+    'keras_densenet121': dict(KERAS, block_config=(6, 12, 24, 16), growth_rate=32,
+                              num_init_features=64),
+    'keras_densenet169': dict(KERAS, block_config=(6, 12, 32, 32), growth_rate=32,
+                              num_init_features=64),
+    'keras_densenet201': dict(KERAS, block_config=(6, 12, 48, 32), growth_rate=32,
+                              num_init_features=64),
     'densenet_bc100_k12': dict(CIFAR, block_config=(16, 16, 16), growth_rate=12,
                                num_init_features=24),
     'densenet_bc190_k40': dict(CIFAR, block_config=(31, 31, 31), growth_rate=40,

@@ -19,7 +19,9 @@ padding, epsilon 1e-5, momentum 0.1) is the same network with `PYTORCH_LAYOUT`'s
 `create_model('efficientnet_b0', padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9)`. Shapes
 and parameter counts are the same in both; only strided convs and the BatchNorm epsilon differ.
 Parameter names follow timm (`conv_stem`, `bn1`, `blocks{i}_{j}/conv_dw`, `conv_head`,
-`classifier`).
+`classifier`). `keras_efficientnetb*` are Keras' EfficientNetB0-B7: the TF layout with Keras' input
+layers inside the model (`KerasInputNormalization`: it takes pixels in 0-255) and TF's
+drop-connect schedule.
 """
 
 import functools
@@ -28,6 +30,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
@@ -144,6 +147,26 @@ class MBConv(nn.Module):
         return x + y
 
 
+class KerasInputNormalization(nn.Module):
+    """Keras' EfficientNet input layers: `Rescaling(1 / 255)`, then `Normalization` by a
+    per-channel mean and variance, (x - mean) / max(sqrt(var), 1e-7).
+
+    Keras keeps the mean, the variance and the number of images they were adapted on (`count`,
+    unused here) as non-trainable weights, 7 values for RGB that its parameter counts include;
+    they live in `batch_stats` so that they load with a checkpoint and are never trained.
+    Unadapted (weights=None) they are 0 and 1, so the layer is x / 255.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (x.shape[-1],)
+        mean = self.variable('batch_stats', 'mean', jnp.zeros, shape, jnp.float32)
+        var = self.variable('batch_stats', 'var', jnp.ones, shape, jnp.float32)
+        self.variable('batch_stats', 'count', jnp.zeros, (), jnp.float32)
+        std = jnp.maximum(jnp.sqrt(var.value), 1e-7)
+        return ((x / 255.0 - mean.value) / std).astype(x.dtype)
+
+
 class EfficientNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     """EfficientNet: B0's stages scaled by `width_multiplier` and `depth_multiplier`."""
 
@@ -153,6 +176,7 @@ class EfficientNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     head_width: int = B0_HEAD
     activation: str = 'swish'
     padding: str = 'same'  # 'same': TF's (the reference); 'symmetric': timm's native PyTorch.
+    keras_input_normalization: bool = False  # Keras' in-model input scaling (takes 0-255 input).
 
     def plan(self) -> tuple[int, list[tuple[int, int, int, int, int]], int]:
         """(stem channels, scaled stages, head channels): B0's widths and repeats scaled."""
@@ -176,6 +200,8 @@ class EfficientNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
         padding = functools.partial(conv_padding, self.padding)
 
         x = x.astype(self.dtype)
+        if self.keras_input_normalization:
+            x = KerasInputNormalization(name='input_normalization')(x)
         x = act(norm(name='bn1')(conv(stem, (3, 3), 2, padding=padding(3), name='conv_stem')(x)))
         rates = self.drop_path_schedule([s[0] for s in stages])
         for i, ((_, kernel, stride, expand, features), stage_rates) in enumerate(
@@ -193,6 +219,12 @@ def _published(phi: int) -> dict[str, Any]:
     width, depth, resolution, dropout = PUBLISHED_COEFFICIENTS[phi]
     return dict(TF_LAYOUT, width_multiplier=width, depth_multiplier=depth,
                 default_image_size=resolution, dropout_rate=dropout, drop_path_rate=0.2)
+
+
+def _keras(phi: int) -> dict[str, Any]:
+    """Keras' EfficientNetB{phi} (keras.applications.efficientnet): the TF network with its input
+    Rescaling + Normalization layers, and drop-connect at 0.2 * i / N for block i of N."""
+    return dict(_published(phi), keras_input_normalization=True, drop_path_rule='tf_block')
 
 
 # Every registered name and the EfficientNet fields it sets. `tf_efficientnet_b*` is timm's name
@@ -214,5 +246,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'tf_efficientnet_b5': _published(5),
     'tf_efficientnet_b6': _published(6),
     'tf_efficientnet_b7': _published(7),
+    'keras_efficientnetb0': _keras(0),
+    'keras_efficientnetb1': _keras(1),
+    'keras_efficientnetb2': _keras(2),
+    'keras_efficientnetb3': _keras(3),
+    'keras_efficientnetb4': _keras(4),
+    'keras_efficientnetb5': _keras(5),
+    'keras_efficientnetb6': _keras(6),
+    'keras_efficientnetb7': _keras(7),
 }
 register_variants(EfficientNet, VARIANTS)

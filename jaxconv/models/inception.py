@@ -11,11 +11,12 @@ bias (BN epsilon 1e-3). One auxiliary classifier on the 17x17 grid (Sec. 4: avg 
 Layer for layer this is torchvision's `inception_v3` (the layout of the TF-slim release Keras also
 follows), names included (Conv2d_1a_3x3, Mixed_5b/branch5x5_2, AuxLogits/fc, ...): 27,161,264
 parameters with the aux head at 1000 classes, 23,834,568 without (`aux_logits=False`).
-Keras' InceptionV3 has the same layers but BatchNorm without a learned scale.
+Keras' InceptionV3 (`keras_inceptionv3`) has the same layers, but BatchNorm without a learned
+scale, 'same' average pools that leave the padding out of the mean, and no aux head.
 """
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -23,12 +24,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.models.base import BatchNormKnobs
+from jaxconv.models.inception_blocks import avg_pool_3x3
 from jaxconv.models.layers import ConvNormAct, ModuleDef, check_min_input, pool2d
 from jaxconv.models.registry import register_variants
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
-    """The 3x3/1 average pool of the pooling branches; zero padding counts, as in torchvision."""
+    """The 3x3/1 average pool of the pooling branches; zero padding counts, as in torchvision.
+    Keras' 'same' pooling leaves it out (`inception_blocks.avg_pool_3x3`)."""
     return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
 
 
@@ -37,6 +40,7 @@ class InceptionA(nn.Module):
 
     pool_features: int
     conv: ModuleDef
+    avg_pool: Callable[[jax.Array], jax.Array] = _avg_pool_3x3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -47,7 +51,7 @@ class InceptionA(nn.Module):
         b3 = conv(64, 1, name='branch3x3dbl_1')(x)
         b3 = conv(96, 3, padding=1, name='branch3x3dbl_2')(b3)
         b3 = conv(96, 3, padding=1, name='branch3x3dbl_3')(b3)
-        bp = conv(self.pool_features, 1, name='branch_pool')(_avg_pool_3x3(x))
+        bp = conv(self.pool_features, 1, name='branch_pool')(self.avg_pool(x))
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -71,6 +75,7 @@ class InceptionC(nn.Module):
 
     channels_7x7: int
     conv: ModuleDef
+    avg_pool: Callable[[jax.Array], jax.Array] = _avg_pool_3x3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -85,7 +90,7 @@ class InceptionC(nn.Module):
         bd = conv(c7, (1, 7), padding=row, name='branch7x7dbl_3')(bd)
         bd = conv(c7, (7, 1), padding=col, name='branch7x7dbl_4')(bd)
         bd = conv(192, (1, 7), padding=row, name='branch7x7dbl_5')(bd)
-        bp = conv(192, 1, name='branch_pool')(_avg_pool_3x3(x))
+        bp = conv(192, 1, name='branch_pool')(self.avg_pool(x))
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -110,6 +115,7 @@ class InceptionE(nn.Module):
     """Fig. 7 at 8x8: the 3x3 outputs split into parallel 1x3 and 3x1 banks, concatenated."""
 
     conv: ModuleDef
+    avg_pool: Callable[[jax.Array], jax.Array] = _avg_pool_3x3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -123,7 +129,7 @@ class InceptionE(nn.Module):
         bd = conv(384, 3, padding=1, name='branch3x3dbl_2')(bd)
         bd = jnp.concatenate([conv(384, (1, 3), padding=row, name='branch3x3dbl_3a')(bd),
                               conv(384, (3, 1), padding=col, name='branch3x3dbl_3b')(bd)], axis=-1)
-        bp = conv(192, 1, name='branch_pool')(_avg_pool_3x3(x))
+        bp = conv(192, 1, name='branch_pool')(self.avg_pool(x))
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
@@ -154,6 +160,8 @@ class InceptionV3(BatchNormKnobs):
     blocks: Sequence[tuple[str, str, int | None]]  # (name, kind, pool_features or channels_7x7).
     aux_logits: bool = True
     aux_after: str = 'Mixed_6e'
+    bn_scale: bool = True  # False: BatchNorm without a learned scale (Keras' InceptionV3).
+    pool_count_include_pad: bool = True  # False: Keras' 'same' average pooling.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -161,7 +169,11 @@ class InceptionV3(BatchNormKnobs):
         check_min_input(self.variant if not with_aux else
                         f'{self.variant} with its aux head (training; aux_logits=False lifts this)',
                         x, MIN_SIZE_AUX if with_aux else MIN_SIZE)
-        conv = functools.partial(ConvNormAct, norm=self.norm_layer(train), dtype=self.dtype)
+        norm = self.norm_layer(train)
+        if not self.bn_scale:
+            norm = functools.partial(norm, use_scale=False)
+        conv = functools.partial(ConvNormAct, norm=norm, dtype=self.dtype)
+        avg_pool = _avg_pool_3x3 if self.pool_count_include_pad else avg_pool_3x3
         x = x.astype(self.dtype)
         x = conv(32, 3, strides=2, name='Conv2d_1a_3x3')(x)
         x = conv(32, 3, name='Conv2d_2a_3x3')(x)
@@ -172,7 +184,8 @@ class InceptionV3(BatchNormKnobs):
         x = pool2d('max', x, window=3, stride=2)
         for name, kind, width in self.blocks:
             args = () if width is None else (width,)
-            x = BLOCKS[kind](*args, conv=conv, name=name)(x)
+            pooling = dict(avg_pool=avg_pool) if kind in 'ACE' else {}
+            x = BLOCKS[kind](*args, conv=conv, name=name, **pooling)(x)
             if with_aux and name == self.aux_after:
                 aux = InceptionAux(self.num_classes, conv, self.dtype, name='AuxLogits')(x)
                 self.sow('intermediates', 'aux_logits', aux)
@@ -200,4 +213,9 @@ register_variants(InceptionV3, {
     # torchvision inception_v3: BasicConv2d's BatchNorm eps 0.001, dropout 0.5, 299x299.
     'inception_v3': dict(blocks=INCEPTION_V3_BLOCKS, bn_epsilon=1e-3, dropout_rate=0.5,
                          default_image_size=299),
+    # Keras' InceptionV3: no aux head and no dropout in its graph, BatchNorm without a scale
+    # (epsilon 1e-3, momentum 0.99), average pools that leave the padding out.
+    'keras_inceptionv3': dict(blocks=INCEPTION_V3_BLOCKS, aux_logits=False, dropout_rate=0.0,
+                              bn_scale=False, pool_count_include_pad=False, bn_epsilon=1e-3,
+                              bn_momentum=0.99, default_image_size=299),
 })

@@ -16,7 +16,9 @@ Names follow Keras (conv1, conv_dw_1, conv_pw_1, ..., conv_preds).
 Layout of v1. `mobilenet_v1` is the authors' TF-slim release, which Keras' `MobileNet` follows:
 TF "SAME" padding, BatchNorm epsilon 1e-3 and Keras' momentum 0.99. timm's `mobilenetv1_100` is
 the same network trained in PyTorch: `create_model('mobilenet_v1', **PYTORCH_LAYOUT)`, i.e.
-padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9 (PyTorch's 0.1).
+padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9 (PyTorch's 0.1). `keras_mobilenet` is
+Keras' `MobileNet` exactly: it pads strided depthwise convs at the bottom/right by one pixel
+also on odd sizes, where TF-slim's 'SAME' pads both sides (`padding='keras'`).
 
 MobileNetV2: a 3x3/2 conv with 32 filters, the 17 inverted residual bottlenecks of Table 2
 (1x1 expansion by t - BN - ReLU6, depthwise 3x3 - BN - ReLU6, linear 1x1 projection - BN;
@@ -24,7 +26,8 @@ identity shortcut when stride is 1 and widths match), a 1x1 conv to 1280, global
 pooling, dropout 0.2, FC. The width multiplier scales every width and rounds it to a multiple of
 8 (`make_divisible`); the last conv never goes below 1280. Layout, padding (symmetric), BatchNorm
 (PyTorch's) and counts follow torchvision's `mobilenet_v2`: 3,504,872 parameters at width 1.0,
-1000 classes; its names too (features_{i}, classifier_1).
+1000 classes; its names too (features_{i}, classifier_1). `keras_mobilenetv2` is Keras' layout of
+the same network (TF padding, BatchNorm epsilon 1e-3, momentum 0.999, no dropout).
 """
 
 import functools
@@ -58,6 +61,7 @@ class InvertedResidual(nn.Module):
     conv: ModuleDef
     drop_path: ModuleDef
     drop_path_rate: float = 0.0
+    padding: str | int = 1  # The depthwise conv's (see `conv_padding`).
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -66,7 +70,8 @@ class InvertedResidual(nn.Module):
         y = x
         if self.expansion != 1:
             y = self.conv(hidden, 1, name='expand')(y)
-        y = self.conv(hidden, 3, strides=self.strides, padding=1, groups=hidden, name='dw')(y)
+        y = self.conv(hidden, 3, strides=self.strides, padding=self.padding, groups=hidden,
+                      name='dw')(y)
         y = self.conv(self.features, 1, activation=None, name='project')(y)  # Linear bottleneck.
         if self.strides != 1 or in_features != self.features:
             return y
@@ -81,12 +86,17 @@ class MobileNetV1(BatchNormKnobs, ScalingKnobs):
     stages: Sequence[tuple[int, int, int]]
     stem_width: int = 32
     activation: str = 'relu6'
-    padding: str = 'same'  # 'same': TF / Keras (the reference); 'symmetric': timm's PyTorch.
+    padding: str = 'same'  # 'same': TF-slim's; 'symmetric': timm's PyTorch; 'keras': see below.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_min_input(self.variant, x, 2 * 2 ** sum(s > 1 for _, s, _ in self.stages))
-        conv = functools.partial(ConvNormAct, padding=conv_padding(self.padding, 3),
+        # Keras pads a strided depthwise conv by one pixel at the bottom/right whatever the size
+        # (ZeroPadding2D(((0, 1), (0, 1)))): TF's 'SAME' on even sizes, one pixel less on odd.
+        keras = self.padding == 'keras'
+        padding = conv_padding('same' if keras else self.padding, 3)
+        strided_dw_padding = ((0, 1), (0, 1)) if keras else padding
+        conv = functools.partial(ConvNormAct, padding=padding,
                                  norm=self.norm_layer(train),
                                  activation=get_activation(self.activation), dtype=self.dtype)
         x = x.astype(self.dtype)
@@ -97,7 +107,9 @@ class MobileNetV1(BatchNormKnobs, ScalingKnobs):
             for j in range(self.scaled_depth(repeats)):
                 layer += 1
                 in_features = x.shape[-1]
-                x = conv(in_features, 3, strides=stride if j == 0 else 1, groups=in_features,
+                strides = stride if j == 0 else 1
+                x = conv(in_features, 3, strides=strides, groups=in_features,
+                         padding=strided_dw_padding if strides > 1 else padding,
                          name=f'conv_dw_{layer}')(x)
                 x = conv(self.scaled_width(features, divisor=None), 1, padding=0,
                          name=f'conv_pw_{layer}')(x)
@@ -115,6 +127,7 @@ class MobileNetV2(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     round_nearest: int = 8
     stem_width: int = 32
     last_width: int = 1280
+    padding: str = 'symmetric'  # 'symmetric': torchvision's; 'same': Keras' (`correct_pad`).
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -123,14 +136,16 @@ class MobileNetV2(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
                                  dtype=self.dtype)
         width = functools.partial(self.scaled_width, divisor=self.round_nearest)
         x = x.astype(self.dtype)
-        x = conv(width(self.stem_width), 3, strides=2, padding=1, name='features_0')(x)
+        padding = conv_padding(self.padding, 3)
+        x = conv(width(self.stem_width), 3, strides=2, padding=padding, name='features_0')(x)
         drop_path = functools.partial(DropPath, deterministic=not train)
         depths = [self.scaled_depth(n) for _, _, n, _ in self.stages]
         index = 1  # torchvision's position in `features`.
         for (t, c, _, s), rates in zip(self.stages, self.drop_path_schedule(depths), strict=True):
             for i, rate in enumerate(rates):
                 x = InvertedResidual(width(c), s if i == 0 else 1, t, conv, drop_path,
-                                     drop_path_rate=rate, name=f'features_{index}')(x)
+                                     drop_path_rate=rate, padding=padding,
+                                     name=f'features_{index}')(x)
                 index += 1
         # Sec. 4: the last layer keeps 1280 channels for multipliers below 1 (better accuracy).
         last = width(self.last_width) if self.width_multiplier > 1 else self.last_width
@@ -161,8 +176,15 @@ register_variants(MobileNetV1, {
     # Keras MobileNet: dropout 1e-3, BatchNormalization defaults (momentum 0.99, epsilon 1e-3).
     'mobilenet_v1': dict(stages=MOBILENET_V1_STAGES, padding='same', bn_momentum=0.99,
                          bn_epsilon=1e-3, dropout_rate=1e-3),
+    # Keras' MobileNet: mobilenet_v1 but for the padding of strided depthwise convs on odd sizes.
+    'keras_mobilenet': dict(stages=MOBILENET_V1_STAGES, padding='keras', bn_momentum=0.99,
+                            bn_epsilon=1e-3, dropout_rate=1e-3),
 })
 register_variants(MobileNetV2, {
     # torchvision mobilenet_v2: dropout 0.2, nn.BatchNorm2d defaults.
     'mobilenet_v2': dict(stages=MOBILENET_V2_STAGES, dropout_rate=0.2),
+    # Keras' MobileNetV2: TF padding (ZeroPadding2D(correct_pad) + 'valid' is TF's 'SAME'),
+    # BatchNorm epsilon 1e-3 and momentum 0.999, no dropout before the classifier.
+    'keras_mobilenetv2': dict(stages=MOBILENET_V2_STAGES, padding='same', bn_epsilon=1e-3,
+                              bn_momentum=0.999, dropout_rate=0.0),
 })

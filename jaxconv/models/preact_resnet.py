@@ -14,6 +14,10 @@ When a block changes shape, its 1x1 projection shortcut takes the pre-activated 
 paper's and WRN's code do (the identity path otherwise stays free of BN and ReLU). The stem is
 a bare conv because the first block pre-activates its output. There is no BN at the end of a
 residual branch, so there is no zero-init-last option here.
+
+`keras_resnet50v2/101v2/152v2` are Keras' ResNetV2 (see `KERAS`): the same blocks, but each
+stage downsamples at its end (a 1x1/2 subsampling of the identity), and the stem, shortcut and
+last branch convs carry biases.
 """
 
 import functools
@@ -22,6 +26,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxconv.models.base import BatchNormKnobs, ScalingKnobs, StochasticDepthKnobs
 from jaxconv.models.layers import (
@@ -31,6 +36,7 @@ from jaxconv.models.layers import (
     check_min_input,
     conv7x7_stem,
     get_activation,
+    pool2d,
 )
 from jaxconv.models.registry import register_variants
 from jaxconv.models.resnet import IMAGENET_DEPTHS, conv_init, stage_plan
@@ -49,24 +55,29 @@ class PreActBlock(nn.Module):
     drop_path: ModuleDef
     se: ModuleDef | None = None
     drop_path_rate: float = 0.0
+    subsample_identity: bool = False  # A strided block of unchanged width subsamples its input.
+    output_bias: bool = False  # A bias on the convs no BatchNorm follows (shortcut, last).
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         conv, norm, act = self.conv, self.norm, self.act
+        output_conv = functools.partial(conv, use_bias=self.output_bias)
         features = self.planes * 4 if self.bottleneck else self.planes
         preact = act(norm(name='bn1')(x))
         shortcut = x
-        if self.strides != 1 or x.shape[-1] != features:
-            shortcut = conv(features, (1, 1), self.strides, name='downsample')(preact)
+        if x.shape[-1] != features or (self.strides != 1 and not self.subsample_identity):
+            shortcut = output_conv(features, (1, 1), self.strides, name='downsample')(preact)
+        elif self.strides != 1:  # Keras' 1x1/s max pool of the raw input.
+            shortcut = x[:, ::self.strides, ::self.strides, :]
         if self.bottleneck:
             y = act(norm(name='bn2')(conv(self.planes, (1, 1), name='conv1')(preact)))
             y = conv(self.planes, (3, 3), self.strides, padding=1, name='conv2')(y)
             y = self.dropout()(act(norm(name='bn3')(y)))
-            y = conv(features, (1, 1), name='conv3')(y)
+            y = output_conv(features, (1, 1), name='conv3')(y)
         else:
             y = conv(self.planes, (3, 3), self.strides, padding=1, name='conv1')(preact)
             y = self.dropout()(act(norm(name='bn2')(y)))
-            y = conv(features, (3, 3), padding=1, name='conv2')(y)
+            y = output_conv(features, (3, 3), padding=1, name='conv2')(y)
         if self.se is not None:
             y = self.se(name='se')(y)
         if self.drop_path_rate > 0:
@@ -85,6 +96,12 @@ class PreActResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     block_dropout_rate: float = 0.0
     se_ratio: float = 0.0
     activation: str = 'relu'
+    # Keras' ResNetV2 layout: each stage but the last downsamples in its last block (the others
+    # in their first), the convs that no BatchNorm follows have a bias, and the stem's max pool
+    # pads its un-normalised input with zeros (ZeroPadding2D), not with -inf.
+    downsample_last: bool = False
+    output_bias: bool = False
+    stem_pool_zero_pad: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -102,17 +119,26 @@ class PreActResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
 
         x = x.astype(self.dtype)
         stem_width = self.scaled_width(self.stem_width)
-        if self.stem == 'imagenet':
-            x = conv7x7_stem(x, stem_width, conv)  # No norm: the first block pre-activates.
+        stem_conv = functools.partial(conv, use_bias=self.output_bias)
+        if self.stem == 'imagenet':  # No norm: the first block pre-activates.
+            x = conv7x7_stem(x, stem_width, stem_conv,
+                             pool='none' if self.stem_pool_zero_pad else 'max')
+            if self.stem_pool_zero_pad:
+                x = pool2d('max', jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 3, 2)
         else:
-            x = conv(stem_width, (3, 3), padding=1, name='conv1')(x)
+            x = stem_conv(stem_width, (3, 3), padding=1, name='conv1')(x)
 
-        for i, (planes, rates) in enumerate(stage_plan(self, self.stage_depths,
-                                                       self.stage_widths)):
+        plan = stage_plan(self, self.stage_depths, self.stage_widths)
+        for i, (planes, rates) in enumerate(plan):
             for j, rate in enumerate(rates):
-                x = PreActBlock(planes, 2 if i > 0 and j == 0 else 1, self.bottleneck, conv, norm,
-                                act, dropout, drop_path, se=se, drop_path_rate=rate,
-                                name=f'layer{i + 1}_{j}')(x)
+                if self.downsample_last:
+                    strides = 2 if i < len(plan) - 1 and j == len(rates) - 1 else 1
+                else:
+                    strides = 2 if i > 0 and j == 0 else 1
+                x = PreActBlock(planes, strides, self.bottleneck, conv, norm, act, dropout,
+                                drop_path, se=se, drop_path_rate=rate,
+                                subsample_identity=self.downsample_last,
+                                output_bias=self.output_bias, name=f'layer{i + 1}_{j}')(x)
 
         x = act(norm(name='bn_final')(x))
         return self.classify(x, train, name='fc')
@@ -121,6 +147,9 @@ class PreActResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
 # He et al. 2016's ImageNet nets use ResNet v1's stage depths (resnet.IMAGENET_DEPTHS).
 P18, P34, P50, P101, P152, P200 = (
     dict(bottleneck=b, stage_depths=d) for b, d in IMAGENET_DEPTHS.values())
+# Keras' ResNet50V2/101V2/152V2 (keras.applications.resnet_v2): BN epsilon 1.001e-5, momentum 0.99.
+KERAS = dict(downsample_last=True, output_bias=True, stem_pool_zero_pad=True,
+             bn_epsilon=1.001e-5, bn_momentum=0.99)
 CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), default_image_size=32,
              bottleneck=False)
 
@@ -139,6 +168,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'preact_resnet101': P101,
     'preact_resnet152': P152,
     'preact_resnet200': P200,
+    'keras_resnet50v2': dict(P50, **KERAS),
+    'keras_resnet101v2': dict(P101, **KERAS),
+    'keras_resnet152v2': dict(P152, **KERAS),
     'preact_resnet20': dict(CIFAR, stage_depths=(3, 3, 3)),  # 6n + 2 layers, basic blocks.
     'preact_resnet32': dict(CIFAR, stage_depths=(5, 5, 5)),
     'preact_resnet44': dict(CIFAR, stage_depths=(7, 7, 7)),

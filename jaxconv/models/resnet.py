@@ -4,7 +4,8 @@
   nets (basic block for 18/34, bottleneck for 50/101/152; 200 from He et al. 2016), Sec. 4.2 for the
   CIFAR nets (6n+2 layers, 16-32-64 channels, option A zero-padding or option B projection
   shortcuts). The bottleneck strides on its 3x3 conv as torchvision and timm ("v1.5");
-  `stride_in_1x1=True` restores the paper's stride on the first 1x1.
+  `stride_in_1x1=True` restores the paper's stride on the first 1x1; `keras_resnet50/101/152`
+  are that original v1 as Keras builds it (a bias on every conv, BN epsilon 1.001e-5).
 - ResNet-D (He et al. 2019, "Bag of Tricks", Fig. 2b-c): three-3x3-conv stem and a 2x2 average pool
   before the 1x1 shortcut projection (`stem='deep'`, `shortcut='avg_down'`).
 - SE-ResNet / SE-ResNeXt (Hu et al. 2018, Table 1): squeeze-excite on each residual branch.
@@ -155,6 +156,7 @@ class ResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
     zero_init_last: bool = True
     se_ratio: float = 0.0
     activation: str = 'relu'
+    conv_bias: bool = False  # True: every conv has a bias, BatchNorm or not (Keras' ResNet).
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -162,7 +164,8 @@ class ResNet(BatchNormKnobs, StochasticDepthKnobs, ScalingKnobs):
         pool_stride = 1 if self.stem_pool == 'none' else 2
         min_size = stem_stride * pool_stride * 2 ** (len(self.stage_depths) - 1)
         check_min_input(self.variant, x, min_size)
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        conv = functools.partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype,
+                                 kernel_init=conv_init)
         norm = self.norm_layer(train)
         act = get_activation(self.activation)
         se = functools.partial(SqueezeExcite, self.se_ratio, divisor=8, activation=self.activation,
@@ -231,6 +234,9 @@ RESNEXT29 = dict(CIFAR, stage_depths=(3, 3, 3), bottleneck=True, stem_width=64,
 # stochastic depth. Where the release has several image sizes (RS-101, -152, -350) the table
 # holds the best one.
 RESNET_RS = dict(RESNET_D, stem_pool='conv', se_ratio=0.25, drop_path_rule='stage')
+# Keras' ResNet50/101/152 (keras.applications.resnet): the paper's v1, stride on the first 1x1,
+# a bias on every conv, BatchNorm epsilon 1.001e-5 and Keras' momentum 0.99.
+KERAS = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5, bn_momentum=0.99)
 
 # Every registered name and the ResNet fields it sets (the one place a variant is defined).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -240,6 +246,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'resnet101': R101,
     'resnet152': R152,
     'resnet200': R200,
+    'keras_resnet50': dict(R50, **KERAS),
+    'keras_resnet101': dict(R101, **KERAS),
+    'keras_resnet152': dict(R152, **KERAS),
     'resnet18d': dict(R18, **RESNET_D),
     'resnet34d': dict(R34, **RESNET_D),
     'resnet50d': dict(R50, **RESNET_D),

@@ -121,6 +121,7 @@ VGG_LAYERS: dict[str, tuple[Layer, ...]] = {
 }
 PAPER = dict(default_image_size=224, dropout_rate=0.5)  # Sec. 3.1: dropout 0.5, 224x224 crops.
 BN = dict(PAPER, batch_norm=True)  # torchvision's vgg*_bn: momentum 0.1 (0.9 here), eps 1e-5.
+KERAS = dict(default_image_size=224, dropout_rate=0.0, adaptive_pool_size=None)
 
 # Every registered name and the VGG fields it sets.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -134,6 +135,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'vgg13_bn': dict(BN, layers=VGG_LAYERS['B']),
     'vgg16_bn': dict(BN, layers=VGG_LAYERS['D']),
     'vgg19_bn': dict(BN, layers=VGG_LAYERS['E']),
+    # Keras' VGG16 / VGG19: the paper's fixed-size head (the last map flattened as it is) and no
+    # dropout layer in the graph; names block{s}_conv{k}, fc1, fc2, predictions (convert/layouts).
+    'keras_vgg16': dict(KERAS, layers=VGG_LAYERS['D']),
+    'keras_vgg19': dict(KERAS, layers=VGG_LAYERS['E']),
 }
 register_variants(VGG, VARIANTS)
 register_variants(MiniVGG, {'minivgg': dict(default_image_size=32, dropout_rate=0.5)})

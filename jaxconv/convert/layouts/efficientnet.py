@@ -32,3 +32,27 @@ for _phi in range(8):
     register_layout(Layout('timm', f'tf_efficientnet_b{_phi}', f'tf_efficientnet_b{_phi}', _timm))
     register_layout(Layout('timm', f'efficientnet_b{_phi}', f'efficientnet_b{_phi}', _timm,
                            model_kwargs=PYTORCH_LAYOUT))
+
+
+_KERAS_BLOCK = {'conv_pw': 'expand_conv', 'bn1': 'expand_bn', 'conv_dw': 'dwconv', 'bn2': 'bn',
+                'se/fc1': 'se_reduce', 'se/fc2': 'se_expand', 'conv_pwl': 'project_conv',
+                'bn3': 'project_bn'}
+_KERAS_TOP = {'conv_stem': 'stem_conv', 'bn1': 'stem_bn', 'conv_head': 'top_conv',
+              'bn2': 'top_bn', 'classifier': 'predictions',
+              # The Normalization layer holds 'mean', 'variance' and 'count'.
+              'input_normalization': {'mean': 'normalization/mean',
+                                      'var': 'normalization/variance',
+                                      'count': 'normalization/count'}}
+
+
+def _keras(path: str):
+    """Keras' EfficientNet: block<stage + 1><repeat as a letter>_<layer>, e.g. block2b_dwconv."""
+    match = re.fullmatch(r'blocks(\d+)_(\d+)/(.+)', path)
+    if not match:
+        return _KERAS_TOP[path]
+    stage, block, inner = match.groups()
+    return f'block{int(stage) + 1}{chr(ord("a") + int(block))}_{_KERAS_BLOCK[inner]}'
+
+
+for _phi in range(8):
+    register_layout(Layout('keras', f'EfficientNetB{_phi}', f'keras_efficientnetb{_phi}', _keras))
