@@ -6,10 +6,10 @@ A LeNet-5 is pretrained on every training image of digits 0-4. On digits 5-9 wit
 `labels_per_class` labelled training images per class, two copies train for the same number of
 steps with the same optimizer: `transfer` starts from the pretrained convolutions C1 and C3 (C5,
 F6 and the 5-way classifier start fresh, from the same draw as scratch's) and trains everything
-but the classifier at 0.1x the LR (`optim.lr_multipliers`' mechanism with the `backbone` group),
-`scratch` starts from a random initialisation and trains everything at the full LR. Both are scored on
-every test image of 5-9. The table has one row per method: the mean test top-1 over seeds and
-its spread. The two tasks share strokes, not classes, so any gain is transferred features.
+but the classifier at 0.1x the LR (`optim.lr_multipliers`' mechanism, `backbone` group);
+`scratch` starts from a random initialisation and trains everything at the full LR. Both are
+scored on every test image of 5-9. The table has one row per method: the mean test top-1 over
+seeds and its spread. The two tasks share strokes, not classes, so any gain is transferred features.
 
 Data: the embedded digits (sklearn's 8x8 scans) with the trainer's fixed train/test split
 (`jaxconv.data.digits.split_indices`), bilinearly resized to 32x32 and normalised with the

@@ -222,3 +222,30 @@ def test_backbone_and_head_groups_resolve_to_regexes():
     assert [n for n in names if re.fullmatch(backbone, n)] == [
         'conv1/kernel', 'layer1_0/bn1/scale', 'fc2/kernel']
     assert [n for n in names if re.fullmatch(head_pattern, n)] == ['fc/kernel', 'fc/bias']
+
+
+def test_finetune_study_stages_phase2_on_phase1(tmp_path):
+    """experiments/finetune.py: phase 1 from the given weights with the backbone frozen, then,
+    once phase 1 has finished, phase 2 from phase 1's workdir with everything trainable at a
+    tenth of the LR."""
+    from jaxconv import config_files, study
+
+    class Finished(study.Results):
+        def __init__(self, workdir, finished):
+            super().__init__(workdir)
+            self.finished = finished
+
+        def done(self, names):
+            return all(name in self.finished for name in names)
+
+    module = config_files.load_module('experiments/finetune.py')
+    first = module.get_study('init_from=runs/r18', Finished(str(tmp_path), set()))
+    assert [run.name for run in first.runs] == ['phase1'] and first.waiting
+    then = module.get_study('init_from=runs/r18', Finished(str(tmp_path), {'phase1'}))
+    phase1, phase2 = (run.config_dict() for run in then.runs)
+    assert (phase1.train.init_from, phase1.train.freeze) == ('runs/r18', 'backbone')
+    assert phase2.train.init_from == str(tmp_path / 'phase1') and phase2.train.freeze == ''
+    assert phase2.optim.base_lr == pytest.approx(phase1.optim.base_lr / 10)
+    assert phase1.model.kwargs.bn_frozen and phase2.model.kwargs.bn_frozen
+    with pytest.raises(ValueError, match='takes init_from=DIR'):
+        module.get_study('', Finished(str(tmp_path), set()))
