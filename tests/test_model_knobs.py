@@ -25,7 +25,7 @@ from jaxconv.models.googlenet import ModuleSpec
 from jaxconv.models.layers import DropPath, GroupedBatchNorm
 from jaxconv.models.registry import model_fields
 
-BN_KNOBS = ('bn_momentum', 'bn_epsilon', 'bn_group_size')
+BN_KNOBS = ('bn_momentum', 'bn_epsilon', 'bn_group_size', 'bn_frozen')
 SCALING_KNOBS = ('depth_multiplier', 'width_multiplier')
 ALL_KNOBS = ('dropout_rate', *BN_KNOBS, 'drop_path_rate', *SCALING_KNOBS)
 
@@ -70,6 +70,7 @@ FAMILIES = {
 }
 # A value for each knob that differs from every variant's default.
 VALUES = {'dropout_rate': 0.9, 'bn_momentum': 0.5, 'bn_epsilon': 1.0, 'bn_group_size': 2,
+          'bn_frozen': True,
           'drop_path_rate': 0.9, 'depth_multiplier': 2.0, 'width_multiplier': 2.0}
 
 
@@ -123,6 +124,10 @@ def test_each_knob_reaches_every_layer_it_governs(family):
     if 'bn_momentum' in knobs:
         norms = layers((nn.BatchNorm, GroupedBatchNorm), bn_momentum=0.5, bn_epsilon=0.25)
         assert norms and {(m.momentum, m.epsilon) for m in norms} == {(0.5, 0.25)}
+        # Fine-tuning's frozen statistics: every BatchNorm uses its running averages in training.
+        frozen = layers((nn.BatchNorm, GroupedBatchNorm), bn_frozen=True)
+        assert frozen and all(m.use_running_average for m in frozen)
+        assert not any(m.use_running_average for m in layers((nn.BatchNorm, GroupedBatchNorm)))
         grouped = layers((nn.BatchNorm, GroupedBatchNorm), bn_group_size=2)
         assert len(grouped) == len(norms)
         assert all(isinstance(m, GroupedBatchNorm) and m.group_size == 2 for m in grouped)
