@@ -116,6 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.area_range = (0.08, 1.0)  # imagenet: inception crop's fraction of the image area.
     config.dataset.aspect_ratio_range = (0.75, 1.33)  # imagenet: inception crop's aspect ratios.
     config.dataset.eval_crop_fraction = 0.875  # imagenet: eval resizes to size/fraction, center-crops size.
+    config.dataset.channels = placeholder(int)  # None: the dataset's; 3 decodes grayscale as RGB (for pretrained ImageNet models).
     config.dataset.mean = (127.5,)  # Per-channel mean subtracted, in 0..255 units.
     config.dataset.std = (127.5,)  # Per-channel std divided by, in 0..255 units.
     config.dataset.shuffle_buffer = 16_384  # Examples in the shuffle buffer (per process).
@@ -140,7 +141,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.mix_switch_prob = 0.5  # With both on: probability of CutMix rather than mixup.
     config.train.mix_off_epoch = -1.0  # Stop mixing from this epoch on; -1: never.
     config.train.ema_decay = 0.0  # EMA of params and BN statistics, evaluated beside the raw ones; 0: off.
-    config.train.ema_warmup = True  # TF's num_updates rule: decay_n = min(ema_decay, (1 + n) / (10 + n)).
+    config.train.ema_warmup = True
+    config.train.init_from = ''  # Fine-tuning: a converted checkpoint (python -m jaxconv.convert) or a run's workdir, loaded at step 0; a head of another num_classes starts fresh.
+    config.train.freeze = ''  # Fine-tuning: regex over parameter paths ('a/b/kernel') kept fixed, or 'backbone' (all but the head); BN statistics: model.kwargs.bn_frozen.  # TF's num_updates rule: decay_n = min(ema_decay, (1 + n) / (10 + n)).
 
     # --- Optimizer and schedule ------------------------------------------------
     config.optim = ml_collections.ConfigDict()
@@ -154,7 +157,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.adam_eps = 1e-8  # adamw: epsilon.
     config.optim.lars_trust_coefficient = 1e-3  # lars: eta of the layer-wise trust ratio.
     config.optim.grad_clip_norm = 0.0  # Clip gradients to this global norm first; 0: off.
-    config.optim.lr_multipliers = ()  # ((regex over 'a/b/kernel', multiplier), ...); first match wins; 0 freezes.
+    config.optim.lr_multipliers = ()  # ((regex over 'a/b/kernel', multiplier), ...); first match wins; 0 freezes; the regex may be 'backbone' or 'head'.
     config.optim.base_lr = 0.1  # Learning rate at batch lr_batch_base; the peak LR scales linearly.
     config.optim.lr_batch_base = 256  # Peak LR = base_lr * batch_size / lr_batch_base (Goyal et al. 2017).
     config.optim.weight_decay = 1e-4  # Weight decay coefficient; what it covers: weight_decay_mask.

@@ -16,15 +16,16 @@ He-normal weights (std sqrt(2 / fan-in)) let every layer reach them.
 """
 
 import functools
+import os
+import tempfile
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv import models
-from jaxconv.convert import Layout, get_layout, transplant
-from jaxconv.convert.core import torch_state
+from jaxconv.convert import Layout, get_layout
+from jaxconv.convert.files import convert_file
 from jaxconv.torch_support import import_torch
 
 NUM_CLASSES = 10
@@ -110,18 +111,18 @@ def calibrate_torch_batch_norm(module, images, seed: int = 0) -> None:
 
 
 def jaxconv_twin(library: str, reference: str, module, resolution: int, **model_kwargs):
-    """(model, variables) of the jaxconv model holding `module`'s weights."""
-    layout = get_layout(library, reference)
-    model = models.create_model(layout.model, num_classes=NUM_CLASSES,
-                                **{**layout.model_kwargs, **model_kwargs})
-    # Shapes only, at the native size: training-only heads (Inception v3's aux) may need it.
+    """(model, variables) of the jaxconv model holding `module`'s weights, through the
+    converter's file path: the state_dict saved with `torch.save`, read back and converted as
+    `python -m jaxconv.convert` does (classes read off the file)."""
     del resolution  # Parameter shapes of the torch layouts do not depend on it.
-    size = model.default_image_size
-    image = jnp.zeros((1, size, size, 3), jnp.float32)
-    keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
-    template = jax.eval_shape(lambda: model.init(keys, image, train=True))
-    return model, transplant(template, torch_state(module), layout.source_module,
-                             layout.framework)
+    torch, _, _ = import_torch()
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, f'{reference}.pth')
+        torch.save(module.state_dict(), path)
+        converted = convert_file(get_layout(library, reference), path, describe=False,
+                                 **model_kwargs)
+    assert converted.info['num_classes'] == NUM_CLASSES, converted.info
+    return converted.model, converted.variables
 
 
 def random_images(resolution: int, batch: int = 2) -> np.ndarray:
@@ -248,18 +249,20 @@ def keras_parity(application: str | Callable, resolution: int, batch: int = 2,
                  **model_kwargs) -> float:
     """Relative error of jaxconv's eval-mode logits against Keras', same weights. A builder
     in place of an application name comes with its `layout`."""
-    from jaxconv.convert.core import keras_state
-
     reference = keras_reference(application, resolution, **(reference_kwargs or {}))
     images = np.random.default_rng(0).normal(size=(batch, resolution, resolution, 3))
     images = images.astype(np.float32)
     calibrate_keras_batch_norm(reference, images)
     layout = layout or get_layout('keras', application)
-    model = models.create_model(layout.model, num_classes=NUM_CLASSES,
-                                **{**layout.model_kwargs, **model_kwargs})
-    image = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
-    keys = {name: jax.random.key(i) for i, name in enumerate(('params', 'dropout', 'drop_path'))}
-    template = jax.eval_shape(lambda: model.init(keys, image, train=True))
-    variables = transplant(template, keras_state(reference), layout.source_module, 'keras')
+    # Through the converter's file path: the weights saved as Keras saves them, read back into a
+    # freshly built application and converted as `python -m jaxconv.convert` does.
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, 'reference.weights.h5')
+        reference.save_weights(path)
+        converted = convert_file(
+            layout, path, num_classes=NUM_CLASSES, image_size=resolution,
+            keras_kwargs=reference_kwargs, describe=False,
+            keras_application=application if callable(application) else None, **model_kwargs)
+    model, variables = converted.model, converted.variables
     expected = np.asarray(reference(images, training=False))
     return relative_error(eval_logits(model, variables, images), expected)

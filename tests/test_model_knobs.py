@@ -25,7 +25,7 @@ from jaxconv.models.googlenet import ModuleSpec
 from jaxconv.models.layers import DropPath, GroupedBatchNorm
 from jaxconv.models.registry import model_fields
 
-BN_KNOBS = ('bn_momentum', 'bn_epsilon', 'bn_group_size')
+BN_KNOBS = ('bn_momentum', 'bn_epsilon', 'bn_group_size', 'bn_frozen')
 SCALING_KNOBS = ('depth_multiplier', 'width_multiplier')
 ALL_KNOBS = ('dropout_rate', *BN_KNOBS, 'drop_path_rate', *SCALING_KNOBS)
 
@@ -83,6 +83,7 @@ FAMILIES = {
 }
 # A value for each knob that differs from every variant's default.
 VALUES = {'dropout_rate': 0.9, 'bn_momentum': 0.5, 'bn_epsilon': 1.0, 'bn_group_size': 2,
+          'bn_frozen': True,
           'drop_path_rate': 0.9, 'depth_multiplier': 2.0, 'width_multiplier': 2.0}
 
 
@@ -132,7 +133,7 @@ def test_each_knob_reaches_every_layer_it_governs(family):
     # Two traces: every knob set at once (values no variant uses), and the defaults with drop
     # path off.
     settings = {'dropout_rate': 0.875, 'drop_path_rate': 0.875, 'bn_momentum': 0.5,
-                'bn_epsilon': 0.25, 'bn_group_size': 2}
+                'bn_epsilon': 0.25, 'bn_group_size': 2, 'bn_frozen': True}
     knobbed = built_layers(tiny(family, **{k: v for k, v in settings.items() if k in knobs}), size)
     default = built_layers(tiny(family, **({'drop_path_rate': 0.0} if 'drop_path_rate' in knobs
                                            else {})), size)
@@ -145,6 +146,10 @@ def test_each_knob_reaches_every_layer_it_governs(family):
         assert len(norms) == len(of((nn.BatchNorm, GroupedBatchNorm), default)) > 0
         assert {(m.momentum, m.epsilon) for m in norms} == {(0.5, 0.25)}
         assert all(isinstance(m, GroupedBatchNorm) and m.group_size == 2 for m in norms)
+        # Fine-tuning's frozen statistics: every BatchNorm uses its running averages in training.
+        assert all(m.use_running_average for m in norms)
+        assert not any(m.use_running_average for m in of((nn.BatchNorm, GroupedBatchNorm),
+                                                          default))
     assert 0.875 in [m.rate for m in of(nn.Dropout, knobbed)]
     assert 0.875 not in [m.rate for m in of(nn.Dropout, default)]
     if 'drop_path_rate' in knobs and family != 'FractalNet':  # FractalNet's joins: see below.

@@ -157,7 +157,8 @@ def dataset_meta(builder: tfds.core.DatasetBuilder, cfg: ml_collections.ConfigDi
         num_train_examples=builder.info.splits[
             _process_split(data_splits(builder, cfg).train, drop_remainder=True)].num_examples,
         num_eval_examples=splits['eval_split'],
-        channels=builder.info.features[image_key].shape[-1])
+        # dataset.channels=3 decodes grayscale as RGB (an ImageNet model fine-tuned on digits).
+        channels=cfg.get('channels') or builder.info.features[image_key].shape[-1])
 
 
 def _read(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:

@@ -50,11 +50,14 @@ class BatchNormKnobs(ConvNet, kw_only=True):
     bn_momentum: float = 0.9  # flax convention: PyTorch's 0.1 is 0.9 here, Keras' 0.99 is 0.99.
     bn_epsilon: float = 1e-5
     bn_group_size: int = 0  # Statistics over groups of this many examples; 0: the global batch.
+    # Fine-tuning: every BatchNorm normalises with its running statistics and never updates them,
+    # in training too (Keras' transfer-learning guide: BN in inference mode on small data).
+    bn_frozen: bool = False
 
     def norm_layer(self, train: bool) -> ModuleDef:
         """The network's BatchNorm factory, built once in `__call__` and passed down."""
-        return batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                          dtype=self.dtype, group_size=self.bn_group_size)
+        return batch_norm(train and not self.bn_frozen, momentum=self.bn_momentum,
+                          epsilon=self.bn_epsilon, dtype=self.dtype, group_size=self.bn_group_size)
 
 
 class StochasticDepthKnobs(ConvNet, kw_only=True):

@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxconv import models
 from jaxconv.data import pipeline, preprocess
-from jaxconv.train import cost, optim, steps
+from jaxconv.train import cost, finetune, optim, steps
 from jaxconv.train import recipe as recipes
 from jaxconv.train.checkpoint import (
     Checkpointer,
@@ -192,9 +192,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     schedule = optim.learning_rate_schedule(config.optim, global_batch_size=global_batch,
                                             total_steps=total_steps,
                                             steps_per_epoch=steps_per_epoch)
-    tx = optim.make_optimizer(config.optim, schedule)
-    recipe = Recipe.from_config(config, steps_per_epoch)
     image_shape = (config.dataset.image_size, config.dataset.image_size, meta.channels)
+    head = finetune.head_parameters(config, config.dataset.image_size)
+    tx = optim.make_optimizer(config.optim, schedule, finetune.lr_rules(config, head))
+    recipe = Recipe.from_config(config, steps_per_epoch)
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
     init_fn = functools.partial(init_train_state, model=model, tx=tx, image_shape=image_shape,
                                 with_ema=recipe.use_ema)
@@ -228,6 +229,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                      ) from None
         if restored is None:
             state, record = jax.jit(init_fn, out_shardings=replicated)(init_key), None
+            if config.train.init_from:  # Step 0 only: a resumed run has its own weights.
+                params, batch_stats = finetune.load_initial_variables(
+                    config.train.init_from, config.model.name, state.params, state.batch_stats,
+                    head)
+                state = jax.jit(lambda key, loaded: init_fn(key, variables=loaded),
+                                out_shardings=replicated)(init_key, (params, batch_stats))
         else:
             state, record = restored
             logging.warning('resuming from the checkpoint at step %d', int(state.step))

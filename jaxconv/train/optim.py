@@ -164,9 +164,13 @@ def rmsprop_tf(learning_rate: optax.Schedule, *, decay: float, momentum: float,
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict,
-                   schedule: Callable) -> optax.GradientTransformation:
-    """Clipping, weight decay, the optimizer named `cfg.name`, then per-group LR multipliers."""
+def make_optimizer(cfg: ml_collections.ConfigDict, schedule: Callable,
+                   multipliers: tuple[tuple[str, float], ...] | None = None
+                   ) -> optax.GradientTransformation:
+    """Clipping, weight decay, the optimizer named `cfg.name`, then per-group LR multipliers:
+    `multipliers` when given (the trainer's, `finetune.lr_rules`: freezing and the backbone/head
+    groups resolved), else `cfg.lr_multipliers`. A multiplier of 0 leaves a parameter
+    bit-identical."""
     _check_choice('optim.name', cfg.name, OPTIMIZERS)
     _check_choice('optim.weight_decay_mode', cfg.weight_decay_mode, WEIGHT_DECAY_MODES)
     decoupled = cfg.weight_decay_mode == 'decoupled'
@@ -196,8 +200,9 @@ def make_optimizer(cfg: ml_collections.ConfigDict,
                         else optax.scale_by_adam(cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
         chain += ([precondition, decay] if decoupled else [decay, precondition])
         chain.append(optax.scale_by_learning_rate(schedule))
-    if cfg.lr_multipliers:
-        rules = tuple(cfg.lr_multipliers)
+    rules = tuple(tuple(rule) for rule in (
+        cfg.lr_multipliers if multipliers is None else multipliers))
+    if rules:
         chain.append(optax.stateless(
             lambda updates, params: jax.tree.map(jnp.multiply, updates,
                                                  lr_multipliers(params, rules))))

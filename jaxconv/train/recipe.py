@@ -121,6 +121,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.model.compute_dtype not in COMPUTE_DTYPES:
         problems.append(f'unknown model.compute_dtype {config.model.compute_dtype!r}; valid: '
                         f'{", ".join(COMPUTE_DTYPES)}')
+    from jaxconv.train import finetune  # It raises ConfigErrors: imported after this module.
+
+    problems += finetune.validate(config)
     if problems:
         raise ConfigError(problems[0])
     writer.requested_wandb_mode(config.wandb.mode)  # Raises for an unknown mode.

@@ -30,15 +30,21 @@ def stream_rngs(key: jax.Array) -> dict[str, jax.Array]:
 
 
 def init_train_state(key: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                     image_shape: tuple[int, int, int], with_ema: bool = False) -> TrainState:
-    """Initialises variables in training mode, so training-only heads (aux logits) get params.
+                     image_shape: tuple[int, int, int], with_ema: bool = False,
+                     variables: tuple[Any, Any] | None = None) -> TrainState:
+    """Initialises variables in training mode, so training-only heads (aux logits) get params;
+    `variables`, (params, batch_stats), replaces them (fine-tuning's init_from).
 
     The averages start equal to the initial variables, as TF's ExponentialMovingAverage does.
     """
-    params_key, streams_key = jax.random.split(key)
-    dummy = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init({'params': params_key, **stream_rngs(streams_key)}, dummy, train=True)
-    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    if variables is None:
+        params_key, streams_key = jax.random.split(key)
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        initial = model.init({'params': params_key, **stream_rngs(streams_key)}, dummy,
+                             train=True)
+        params, batch_stats = initial['params'], initial.get('batch_stats', {})
+    else:
+        params, batch_stats = variables
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), ema_params=params if with_ema else {},
                       ema_batch_stats=batch_stats if with_ema else {})
