@@ -31,7 +31,7 @@ minival (the paper's 25k images), alpha in 1.0..2.0 by 0.1 and beta, gamma in 1.
 under tolerance 0.1, phi up to 7 (B1..B7's budgets). Expected: a winner near 1.2, 1.1, 1.15 and
 the compound curve above the single-dimension ones (Figure 8: +1.4 to 2.5 points at equal FLOPs).
 Not run here: each candidate is a 350-epoch ImageNet run of B0 (about a day on 8 V100s or a
-v3-8 TPU); the study is about 40 of them plus 27 scaled networks.
+v3-8 TPU); the study is 60 of them, the base, and 27 scaled networks (88 runs).
 """
 
 import itertools
@@ -48,14 +48,16 @@ GRIDS = {
     'paper': dict(alpha=tuple(round(1 + 0.1 * i, 2) for i in range(11)),
                   beta=tuple(round(1 + 0.05 * i, 2) for i in range(9)),
                   gamma=tuple(round(1 + 0.05 * i, 2) for i in range(9))),
+    # Tests: two candidates, (1, 1, sqrt 2) and (2, 1, 1).
+    'tiny': dict(alpha=(1.0, 2.0), beta=(1.0,), gamma=(1.0, math.sqrt(2))),
 }
 PRESETS = {
     'smoke': dict(config='configs/resnet_rs.py:depth=18,dataset=digits', base_depth=1.0,
                   base_width=0.25, base_resolution=32, epochs=4.0, minival=0.1, tolerance=0.1,
-                  max_phi=2, grid='smoke', steps=0),
+                  max_phi=2, grid='smoke', strategies=STRATEGIES[1:], steps=0),
     'paper': dict(config='configs/efficientnet.py:variant=0', base_depth=1.0, base_width=1.0,
                   base_resolution=224, epochs=350.0, minival=0.02, tolerance=0.1, max_phi=7,
-                  grid='paper', steps=0),
+                  grid='paper', strategies=STRATEGIES[1:], steps=0),
 }
 CAPTION = ('depth, width: multipliers over the base network (d, w); resolution: input pixels. '
            'flops_factor: d * w^2 * r^2 as the coefficients ask; predicted_macs: the base\'s '
@@ -130,6 +132,10 @@ class _Runs:
 def get_study(arg: str | None, results: study.Results) -> study.Study:
     settings = study.parse_preset(arg, PRESETS, STUDY)
     grid = candidates(settings['grid'], settings['tolerance'])
+    unknown = set(settings['strategies']) - set(STRATEGIES[1:])
+    if unknown:
+        raise ValueError(f'{STUDY}: unknown strategies {sorted(unknown)}; valid: '
+                         f'{"/".join(STRATEGIES[1:])}')
     if not grid:
         raise ValueError(f'{STUDY}: no (alpha, beta, gamma) of grid {settings["grid"]} is within '
                          f'tolerance={settings["tolerance"]} of 2; raise the tolerance')
@@ -143,7 +149,7 @@ def get_study(arg: str | None, results: study.Results) -> study.Study:
         runs.add(name, scaling.compound(1, a, b, g), {
             'step': 1, 'strategy': 'compound' if (a, b, g) == chosen else 'candidate', 'phi': 1,
             'alpha': a, 'beta': b, 'gamma': g})
-    for strategy in STRATEGIES[1:]:
+    for strategy in settings['strategies']:  # The single-dimension baselines.
         for phi in range(1, settings['max_phi'] + 1):
             runs.add(f'{strategy},phi={phi}', strategy_point(strategy, phi),
                      {'step': 2, 'strategy': strategy, 'phi': phi})

@@ -5,4 +5,5 @@ task.py: one attempt at one run; records.py: run state on disk; table.py and plo
 from jaxconv.study.grid import chain, fixed, product, sweep, zip  # noqa: A004
 from jaxconv.study.spec import Results, Run, Study, grid_runs, parse_preset
 
-__all__ = ['Results', 'Run', 'Study', 'chain', 'fixed', 'grid_runs', 'parse_preset', 'product', 'sweep', 'zip']
+__all__ = ['Results', 'Run', 'Study', 'chain', 'fixed', 'grid_runs', 'parse_preset', 'product',
+           'sweep', 'zip']

@@ -129,7 +129,8 @@ def parse_preset(arg: str | None, presets: Mapping[str, Mapping[str, Any]],
         if isinstance(default, bool):
             settings[key] = text.lower() in ('1', 'true', 'yes')
         elif isinstance(default, (tuple, list)):
-            settings[key] = tuple(type(default[0])(v) if default else v for v in text.split('/'))
+            kind = type(default[0]) if default else str  # 'a/b/c'; '' is the empty tuple.
+            settings[key] = tuple(kind(v) for v in text.split('/') if v)
         else:
             settings[key] = type(default)(text)
     return settings

@@ -400,7 +400,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             **({f'minival_{name}': value for name, value in eval_metrics.items()}
                if splits.minival else {}),
             'splits': dataclasses.asdict(splits),  # TFDS expressions of train, minival, test.
-            'metrics_from': {**({'final_*': 'test'} if final_metrics else {}), 'best_*': 'minival' if splits.minival else 'test',
+            'metrics_from': {**({'final_*': 'test'} if final_metrics else {}),
+                             'best_*': 'minival' if splits.minival else 'test',
                              **({'minival_*': 'minival'} if splits.minival else {})},
             **cost.model_facts(model, config.dataset.image_size, meta.channels),
             **throughput.summary(),
