@@ -115,8 +115,8 @@ class _Runs:
             run = self.runs[key]
             strategy = '+'.join(dict.fromkeys([*run.tags['strategy'].split('+'),
                                                tags['strategy']]))
-            self.runs[key] = study.Run(run.name, run.config, run.overrides,
-                                       {**run.tags, 'strategy': strategy})
+            self.runs[key] = study.Run(run.name, run.config, run.overrides,  # Gaps filled.
+                                       {**tags, **run.tags, 'strategy': strategy})
             return
         overrides = {**self.overrides,
                      'model.kwargs.depth_multiplier': s['base_depth'] * point.depth,

@@ -25,7 +25,7 @@ runs, up to 350 epochs of ResNet-400 at 448 px: a TPU-pod budget).
 
 `:smoke` (where it differs): ResNet-18 at half depth and a quarter width (one basic block of 16-128
 channels per stage) on the embedded digits at 32x32, scaled once per strategy to about 4x the
-multiply-adds (4x depth, 2x width, 2x resolution), trained for 2 and for 12 epochs with the
+multiply-adds (4x depth, 2x width, 2x resolution), trained for 2 and for 8 epochs with the
 baseline rung's recipe (step decay, no EMA) and 10% of train as minival: 8 runs. Its regimes are
 too short and too small to reproduce the paper's ranking; it checks the study end to end.
 """
@@ -39,7 +39,7 @@ ROOT_DEPTHS = {26: (50, 0.5), 50: (50, 1.0), 101: (101, 1.0), 200: (200, 1.0), 3
                350: (200, 1.75), 400: (200, 2.0)}
 PRESETS = {
     'smoke': dict(base_depth=0.5, base_width=0.25, base_resolution=32, depths=(2.0,),
-                  widths=(0.5,), resolutions=(64,), epochs=(2.0, 12.0), minival=0.1, steps=0),
+                  widths=(0.5,), resolutions=(64,), epochs=(2.0, 8.0), minival=0.1, steps=0),
     'paper': dict(base_depth=101.0, base_width=1.0, base_resolution=224,
                   depths=(26.0, 50.0, 200.0, 300.0, 350.0, 400.0), widths=(0.25, 0.5, 1.5, 2.0),
                   resolutions=(128, 160, 320, 448), epochs=(10.0, 100.0, 350.0), minival=0.01,

@@ -128,7 +128,11 @@ def curves_plot(rows: Sequence[dict[str, Any]], path: str, *, x: str, metric: st
                                     squeeze=False, sharey=True)
     found = {group for row in points for group in _groups_of(row, curve_by) if group != shared}
     curves = [curve for curve in curves if curve in found] if curves else sorted(found)
-    colours = {curve: f'C{index}' for index, curve in enumerate(curves)}
+    # Two strategies may reach the same networks (compound with a depth-only winner): each curve
+    # its own line style and marker size, so one never hides another.
+    styles = {curve: dict(color=f'C{index}', linestyle=('-', '--', '-.', ':')[index % 4],
+                          markersize=9 - 2 * (index % 3), marker='osD^v'[index % 5])
+              for index, curve in enumerate(curves)}
     csv_rows = []
     for axes, panel in zip(all_axes[0], panels, strict=True):
         members = [row for row in points if not panel_by or row.get(panel_by) == panel]
@@ -138,9 +142,16 @@ def curves_plot(rows: Sequence[dict[str, Any]], path: str, *, x: str, metric: st
                           key=lambda row: row[x])
             if not line:
                 continue
-            axes.plot([row[x] for row in line], [row[metric] for row in line], marker='o',
-                      color=colours[curve], label=curve)
+            axes.plot([row[x] for row in line], [row[metric] for row in line],
+                      label=curve, alpha=0.85, **styles[curve])
             csv_rows += [(row['run'], panel, curve, row[x], row[metric]) for row in line]
+        others = [row for row in members if not set(_groups_of(row, curve_by)) & {*curves,
+                                                                                   shared}]
+        if others:  # Runs on no curve (a search's losing candidates): grey, unjoined.
+            axes.plot([row[x] for row in others], [row[metric] for row in others], 'x',
+                      color='grey', label='other runs')
+            csv_rows += [(row['run'], panel, row.get(curve_by), row[x], row[metric])
+                         for row in others]
         for row in members:
             axes.annotate(row['run'], (row[x], row[metric]), fontsize=6, xytext=(3, 3),
                           textcoords='offset points', alpha=0.7)
