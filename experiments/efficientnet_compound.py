@@ -23,15 +23,21 @@ The figure `compound.png` is top-1 against multiply-adds, one curve per strategy
 channels, 2 basic blocks per stage) on the embedded digits at 32x32, not EfficientNet-B0 on
 ImageNet at 224; ResNet-RS's baseline recipe for 4 epochs; 10% of train as minival; four step-1
 candidates (alpha in 1, 1.2, 2; beta and gamma in 1, 1.1/1.15, sqrt 2 under tolerance 0.1: the
-paper's 1.2/1.1/1.15 and the three single-dimension points) and phi up to 2 -- 9 runs. The
-numbers test the machinery: four epochs of digits do not rank scaling rules.
+paper's 1.2/1.1/1.15 and the three single-dimension points) and phi up to 2: 9 runs, or 8 when
+a single-dimension candidate wins and compound phi = 2 is that strategy's run. README
+("Scaling and search studies") has its table and figure: 21 minutes on the shared 2-core CPU
+machine under a load average of 6 to 9. The numbers test the machinery: four epochs of digits do
+not rank scaling rules.
 
 `:paper`: EfficientNet-B0 with its recipe (configs/efficientnet.py) as the base, 2% of train as
 minival (the paper's 25k images), alpha in 1.0..2.0 by 0.1 and beta, gamma in 1.0..1.4 by 0.05
 under tolerance 0.1, phi up to 7 (B1..B7's budgets). Expected: a winner near 1.2, 1.1, 1.15 and
 the compound curve above the single-dimension ones (Figure 8: +1.4 to 2.5 points at equal FLOPs).
-Not run here: each candidate is a 350-epoch ImageNet run of B0 (about a day on 8 V100s or a
-v3-8 TPU); the study is 60 of them, the base, and 27 scaled networks (88 runs).
+Not run here. The study is 88 runs: the base, 60 candidates, 27 scaled networks. An estimate,
+not a measurement: B0 trains at roughly ResNet-50's images/s on GPUs, and ResNet-50's 90 epochs
+take 13.2 h on 8 V100s (flax's ImageNet example), so each 350-epoch B0-sized run is about 50 h of
+an 8-GPU node and step 1 alone about 3,000 node-hours; the scaled networks cost up to 2^7 times
+B0's multiply-adds each. Shrink it with settings, e.g. `:paper,epochs=30,max_phi=3`.
 """
 
 import itertools

@@ -22,8 +22,9 @@ top-1, one panel per round and the grid's panel beside.
 `:smoke`: LeNet-5 on the embedded digits (configs/lenet5_digits.py) for 6 epochs, base_lr in
 loguniform(1e-3, 10) and weight_decay in loguniform(1e-6, 1e-1), 2 rounds of 4 trials, top 2, a
 2x2 grid: 13 runs. `:paper`: ResNet-50 with the ResNet-RS baseline recipe on ImageNet (90-epoch
-schedule cut to 30 epochs per trial), 3 rounds of 16 trials, top 4, a 4x4 grid: 65 runs (not run
-here; about 1,500 GPU-hours on V100s).
+schedule cut to 30 epochs per trial), 3 rounds of 16 trials, top 4, a 4x4 grid: 65 runs. Not run
+here; from flax's ImageNet example (ResNet-50, 90 epochs in 13.2 h on 8 V100s) a 30-epoch trial is
+about 4.4 h of an 8-GPU node, the study about 290 node-hours (2,300 V100-hours).
 """
 
 from jaxconv import study

@@ -250,10 +250,10 @@ def test_resnet_rs_scaling_smoke_end_to_end(tmp_path, digits_dir):
     rows = _run_study(arg, workdir, digits_dir, tmp_path)
     assert len(rows) == 4 and all(row['status'] == 'done' for row in rows)
     assert {row['strategy'] for row in rows} == {'base', 'depth'}
-    assert {row['epochs'] for row in rows} == {'1.0', '3.0'}
+    assert {row['regime'] for row in rows} == {'1 epochs', '3 epochs'}
     # One winner per regime: the highest top1 among its scaled runs, recomputed here.
-    for epochs in ('1.0', '3.0'):
-        regime = [row for row in rows if row['epochs'] == epochs and row['strategy'] != 'base']
+    for epochs in ('1 epochs', '3 epochs'):
+        regime = [row for row in rows if row['regime'] == epochs and row['strategy'] != 'base']
         winners = [row for row in regime if row['wins']]
         assert len(winners) == 1
         assert float(winners[0]['top1']) == max(float(row['top1']) for row in regime)

@@ -114,12 +114,14 @@ def _groups_of(row: dict[str, Any], column: str) -> list[str]:
 
 def curves_plot(rows: Sequence[dict[str, Any]], path: str, *, x: str, metric: str, curve_by: str,
                 panel_by: str | None = None, x_label: str = '', title: str = '',
-                shared: str | None = None, curves: Sequence[str] | None = None) -> str | None:
+                shared: str | None = None, curves: Sequence[str] | None = None,
+                label: str | None = 'run') -> str | None:
     """`metric` against `x`, one curve per value of `curve_by` and one panel per value of
     `panel_by`. A row whose `curve_by` is 'a+b' sits on both curves; a row whose `curve_by` is
     `shared` (the unscaled base network) starts every curve of its panel. The figure of
     EfficientNet Figures 3 and 8 and ResNet-RS Figures 2 and 3. `curves`: the curves to draw,
-    in legend order (default: every value found)."""
+    in legend order (default: every value found); `label`: the column that names each point, or
+    None for no names."""
     points = [row for row in rows if row.get(x) is not None and row.get(metric) is not None]
     if not points:
         return None
@@ -152,8 +154,8 @@ def curves_plot(rows: Sequence[dict[str, Any]], path: str, *, x: str, metric: st
                       color='grey', label='other runs')
             csv_rows += [(row['run'], panel, row.get(curve_by), row[x], row[metric])
                          for row in others]
-        for row in members:
-            axes.annotate(row['run'], (row[x], row[metric]), fontsize=6, xytext=(3, 3),
+        for row in members if label else ():
+            axes.annotate(str(row.get(label)), (row[x], row[metric]), fontsize=6, xytext=(3, 3),
                           textcoords='offset points', alpha=0.7)
         axes.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())
         axes.set_xlabel(x_label or x)
