@@ -50,10 +50,9 @@ PRESETS = {
                   steps=0),
 }
 CAPTION = ('depth: ResNet depth (layers) in :paper, the depth multiplier of ResNet-18 in :smoke; '
-           'width: width multiplier; resolution: train pixels; regime: the planned training length, '
-           'epochs: the measured one. wins: in each '
-           'regime, the strategy whose best run has the highest top1 (EMA weights where EMA is '
-           'on, test split); minival_top1 beside.')
+           'width: width multiplier; resolution: train pixels; regime: the planned training '
+           'length, epochs: the measured one. wins: in each regime, the strategy whose best run '
+           'has the highest top1 (EMA weights where EMA is on, test split); minival_top1 beside.')
 
 
 def _config(settings: dict, depth: float) -> tuple[str, dict]:
@@ -124,5 +123,5 @@ def get_study(arg: str | None) -> study.Study:
 
     return study.Study(
         runs=runs, derive=derive, plots=(figure,), caption=CAPTION,
-        columns=('regime', 'epochs', 'strategy', 'depth', 'width', 'resolution', 'macs', 'params', 'top1',
-                 'minival_top1', 'wins', 'img_per_sec'))
+        columns=('regime', 'epochs', 'strategy', 'depth', 'width', 'resolution', 'macs',
+                 'params', 'top1', 'minival_top1', 'wins', 'img_per_sec'))
