@@ -107,7 +107,9 @@ class _Runs:
             'dataset.minival_fraction': settings['minival'],
             'train.epochs': settings['epochs'],
             'optim.warmup_epochs': probe.optim.warmup_epochs * scale,
-            **({'train.steps': settings['steps']} if settings['steps'] else {}),
+            # `steps` (tests): a few steps, no warmup, so the schedule fits in them.
+            **({'train.steps': settings['steps'], 'optim.warmup_epochs': 0.0}
+               if settings['steps'] else {}),
         }
         if settings['preset'] == 'smoke':
             self.overrides.update({'train.log_every': 5, 'train.eval_every': 10_000,

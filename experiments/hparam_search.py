@@ -56,8 +56,8 @@ def _overrides(settings: dict, trial: dict, test: bool) -> dict:
                  'optim.warmup_epochs': min(probe.optim.warmup_epochs, settings['epochs'] / 6)}
     if settings['preset'] == 'smoke':
         overrides.update({'train.eval_every': 10_000, 'train.checkpoint_every': 10_000})
-    if settings['steps']:
-        overrides['train.steps'] = settings['steps']
+    if settings['steps']:  # Tests: a few steps, no warmup, so the schedule fits in them.
+        overrides.update({'train.steps': settings['steps'], 'optim.warmup_epochs': 0.0})
     return overrides
 
 

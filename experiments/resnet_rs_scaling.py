@@ -82,8 +82,8 @@ def _run(settings: dict, epochs: float, strategy: str, depth: float, width: floa
                           'train.checkpoint_every': 10_000})
     else:
         overrides['dataset.eval_crop_fraction'] = resolution / (resolution + 32)
-    if settings['steps']:
-        overrides['train.steps'] = settings['steps']
+    if settings['steps']:  # Tests: a few steps, no warmup, so the schedule fits in them.
+        overrides.update({'train.steps': settings['steps'], 'optim.warmup_epochs': 0.0})
     name = f'epochs={epochs:g},{strategy},depth={depth:g},width={width:g},resolution={resolution}'
     # `epochs` becomes the measured epochs once the run has finished (steps * batch / examples,
     # 2.08 for 2); `regime` keeps the planned length for grouping.

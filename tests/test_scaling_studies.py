@@ -213,7 +213,7 @@ def test_compound_smoke_end_to_end(tmp_path, digits_dir):
     workdir = str(tmp_path / 'compound')
     # Two candidates, (2, 1, 1) and (1, 1, sqrt 2); depth- and resolution-only at phi = 1 are
     # those same networks, so three runs in all.
-    arg = (f'{COMPOUND}:smoke,grid=tiny,strategies=depth/resolution,max_phi=1,steps=3,'
+    arg = (f'{COMPOUND}:smoke,grid=tiny,strategies=depth/resolution,max_phi=1,steps=6,'
            'base_width=0.125')
     rows = _run_study(arg, workdir, digits_dir, tmp_path)
     assert [row['run'] for row in rows] == ['base', 'alpha=1,beta=1,gamma=1.414',
@@ -246,7 +246,7 @@ def test_compound_smoke_end_to_end(tmp_path, digits_dir):
 
 def test_resnet_rs_scaling_smoke_end_to_end(tmp_path, digits_dir):
     workdir = str(tmp_path / 'rs')
-    arg = f'{RS_SCALING}:smoke,steps=3,epochs=1/3,widths=,resolutions=,base_width=0.125'
+    arg = f'{RS_SCALING}:smoke,steps=6,epochs=1/3,widths=,resolutions=,base_width=0.125'
     rows = _run_study(arg, workdir, digits_dir, tmp_path)
     assert len(rows) == 4 and all(row['status'] == 'done' for row in rows)
     assert {row['strategy'] for row in rows} == {'base', 'depth'}
@@ -265,7 +265,7 @@ def test_resnet_rs_scaling_smoke_end_to_end(tmp_path, digits_dir):
 
 def test_hparam_search_smoke_end_to_end(tmp_path, digits_dir):
     workdir = str(tmp_path / 'search')
-    arg = f'{SEARCH}:smoke,steps=3,trials=2,top_k=1'
+    arg = f'{SEARCH}:smoke,steps=6,trials=2,top_k=1'
     rows = _run_study(arg, workdir, digits_dir, tmp_path)
     names = [row['run'] for row in rows]
     assert names == ['round=1,trial=0', 'round=1,trial=1', 'round=2,trial=0', 'round=2,trial=1',
