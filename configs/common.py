@@ -102,6 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.train_split = 'train'  # TFDS split expression used for training.
     config.dataset.eval_split = 'test'  # TFDS split expression evaluated exactly once per eval.
     config.dataset.minival_fraction = 0.0  # >0: hold the last fraction of train_split out as minival; evals during training and "best" use it, eval_split is read once at the end.
+    config.dataset.test_at_end = True  # With a minival: evaluate eval_split once when training ends; False: never read it (search trials: only the winner is tested).
     config.dataset.image_size = 32  # Side of the square training (and eval) crop, in pixels.
     config.dataset.eval_image_size = placeholder(int)  # None: image_size; else the test resolution.
     config.dataset.preprocess = 'small'  # small: pad + random crop | imagenet: inception crop.

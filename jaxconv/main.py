@@ -155,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_index() == 0:
         best_split = summary['metrics_from']['best_*']  # minival when one is held out.
         try:
+            test = (f'test top-1 {summary["final_top1"]:.4f}, top-5 {summary["final_top5"]:.4f}'
+                    if 'final_top1' in summary else 'test split not read (dataset.test_at_end)')
             print(f'{summary["model"]} on {summary["dataset"]}: {summary["steps"]} steps in '
-                  f'{summary["wall_seconds"]:.0f} s; test top-1 {summary["final_top1"]:.4f}, '
-                  f'top-5 {summary["final_top5"]:.4f} (best {best_split} top-1 '
+                  f'{summary["wall_seconds"]:.0f} s; {test} (best {best_split} top-1 '
                   f'{summary["best_top1"]:.4f} at step {summary["best_step"]}); results in '
                   f'{_WORKDIR.value}', flush=True)
         except BrokenPipeError:  # `... | head` closed stdout; the run itself succeeded.

@@ -75,7 +75,9 @@ class Study:
     derive: Callable[[list[dict[str, Any]]], None] | None = None
     metric: str = 'top1'  # The accuracy column drawn against cost.
     group_by: str | None = None  # A tag: one curve per value in the cost plots.
-    plots: Sequence[str] = ('cost',)  # 'cost': top-1 against multiply-adds and step time; 'ladder'.
+    # 'cost': top-1 against multiply-adds and step time; 'ladder'; or a function
+    # (rows, workdir) -> PNG paths drawing the study's own figure (plots.curves_plot, ...).
+    plots: Sequence[str | Callable[[list[dict[str, Any]], str], list[str]]] = ('cost',)
     waiting: str = ''  # Non-empty: more runs follow once these finish; says what they wait for.
     caption: str = ''  # Under table.md: what the columns mean, where published values come from.
 
@@ -106,6 +108,32 @@ class Results:
         if not scored:
             raise ValueError(f'none of {", ".join(names)} has finished with a {metric}')
         return max(scored)[1]
+
+
+def parse_preset(arg: str | None, presets: Mapping[str, Mapping[str, Any]],
+                 study_name: str) -> dict[str, Any]:
+    """A study argument 'PRESET[,key=value,...]': the preset's settings with some changed, each
+    value typed like the preset's (tests shrink a smoke study: 'smoke,steps=4,max_phi=1')."""
+    preset, *tokens = (arg or '').split(',')
+    if preset not in presets:
+        raise ValueError(f'{study_name} takes a preset, one of {", ".join(presets)}, then '
+                         f'optional key=value settings ({study_name}.py:smoke,steps=8); got '
+                         f'{arg!r}')
+    settings = dict(presets[preset], preset=preset)
+    for token in filter(None, tokens):
+        key, has_value, text = token.partition('=')
+        if key not in settings or key == 'preset' or not has_value:
+            raise ValueError(f'{study_name}: unknown setting {token!r}; valid: key=value with key '
+                             f'one of {", ".join(k for k in settings if k != "preset")}')
+        default = settings[key]
+        if isinstance(default, bool):
+            settings[key] = text.lower() in ('1', 'true', 'yes')
+        elif isinstance(default, (tuple, list)):
+            kind = type(default[0]) if default else str  # 'a/b/c'; '' is the empty tuple.
+            settings[key] = tuple(kind(v) for v in text.split('/') if v)
+        else:
+            settings[key] = type(default)(text)
+    return settings
 
 
 def grid_runs(config: str, points: Sequence[Point], *, name: Callable[[Point], str] | None = None,

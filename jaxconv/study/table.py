@@ -67,7 +67,7 @@ def format_cell(column: str, value: Any) -> str:
         return f'{value:+.2f}'
     if column.endswith('top1'):
         return f'{value:.2f}'
-    if column in ('macs', 'params'):
+    if column.endswith('macs') or column == 'params':  # macs, predicted_macs, ...
         return _engineering(value)
     if column in ('img_per_sec', 'wall_seconds'):
         return f'{value:.0f}'

@@ -377,7 +377,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 if eval_metrics is None:  # Re-run of a finished workdir: evaluate what is there.
                     eval_metrics = run_eval(state)
                 final_metrics = eval_metrics
-                if splits.minival:  # Every selection used minival; now the test split, read once.
+                if splits.minival and not config.dataset.test_at_end:
+                    final_metrics = {}  # A search trial: the test split stays unread.
+                elif splits.minival:  # Every selection used minival; now the test split, read once.
                     test_data = pipeline.eval_batches(builder, config.dataset, split=splits.test,
                                                       global_batch_size=recipe.eval_batch_size)
                     final_metrics = run_eval(state, test_data)
@@ -405,7 +407,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             **({f'minival_{name}': value for name, value in eval_metrics.items()}
                if splits.minival else {}),
             'splits': dataclasses.asdict(splits),  # TFDS expressions of train, minival, test.
-            'metrics_from': {'final_*': 'test', 'best_*': 'minival' if splits.minival else 'test',
+            'metrics_from': {**({'final_*': 'test'} if final_metrics else {}),
+                             'best_*': 'minival' if splits.minival else 'test',
                              **({'minival_*': 'minival'} if splits.minival else {})},
             **cost.model_facts(model, config.dataset.image_size, meta.channels),
             **throughput.summary(),
