@@ -217,7 +217,9 @@ def test_tf_efficientnet_names_are_the_same_networks():
 
 
 def test_every_name_has_a_reference():
-    assert set(family_names()) == set(EXPECTED) | set(PREACT_IMAGENET)
+    # keras_* variants: counted against the Keras Applications table (test_keras_applications).
+    names = {name for name in family_names() if not name.startswith('keras_')}
+    assert names == set(EXPECTED) | set(PREACT_IMAGENET)
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED))

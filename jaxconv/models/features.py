@@ -58,7 +58,9 @@ def _trace_calls(model: nn.Module, variables: Any,
 
     def record(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name != '__call__' or not module.path or not args:
+        # Dropout is the identity at eval time: its output is the layer before it, not a layer.
+        if (context.method_name != '__call__' or not module.path or not args
+                or isinstance(module, nn.Dropout)):
             return next_fun(*args, **kwargs)
         call = {'path': _path(module), 'input': _array_or_none(args[0])}
         calls.append(call)  # Before the call: a block comes before the layers inside it.
