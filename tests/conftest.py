@@ -9,11 +9,33 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 os.environ.setdefault('WANDB_SILENT', 'true')
 os.environ.pop('WANDB_API_KEY', None)  # Tests never log online.
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+_CACHE_VARIABLE = 'JAXCONV_TEST_COMPILATION_CACHE'
 
 # The longest tests start first, so that pytest-xdist's two workers finish together.
 RUN_FIRST = ('test_smoke_ladder_survives_sigterm_and_a_failing_rung',
              'test_default_job_trains_lenet5_on_digits')
+
+
+def pytest_configure(config):
+    """One persistent XLA compilation cache for the whole run: both xdist workers (which inherit
+    the controller's environment) and every trainer process a test starts load a program another
+    test already compiled instead of compiling it again. Study tests keep their study's own cache
+    (they drop JAX_COMPILATION_CACHE_DIR), as a user's study would."""
+    if not hasattr(config, 'workerinput'):  # The controller, or a run without xdist.
+        os.environ[_CACHE_VARIABLE] = tempfile.mkdtemp(prefix='jaxconv-test-xla-cache-')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ[_CACHE_VARIABLE]
+    import jax
+    jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_VARIABLE])
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, 'workerinput'):
+        shutil.rmtree(os.environ.pop(_CACHE_VARIABLE), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

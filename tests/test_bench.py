@@ -4,6 +4,10 @@ import csv
 import functools
 import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import flax.linen as nn
 import jax
@@ -130,6 +134,33 @@ def test_checks_flag_a_step_that_is_not_donated():
     verdict = _run_checks(donate=False)
     assert not verdict['state donated'].passed
     assert verdict['state donated'].detail.startswith('0/')
+
+
+def test_a_program_loaded_from_the_persistent_cache_counts_as_its_compile(tmp_path):
+    # Studies and the test suite set JAX_COMPILATION_CACHE_DIR: a warm cache loads the step
+    # instead of compiling it, which must still count as the step's one compile (not zero, which
+    # would fail the check; JAX reports the load as a backend compile).
+    snippet = textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        from jaxconv.bench.checks import CompileCounter
+        hits = []
+        jax.monitoring.register_event_listener(
+            lambda event, **kw: hits.append(event) if event.endswith('cache_hits') else None)
+        step = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(axis=0))
+        x = jnp.ones((64, 64))
+        hits.clear()
+        with CompileCounter() as counter:
+            for _ in range(3):
+                step(x).block_until_ready()
+        print(counter.count, len(hits))
+    """)
+    environ = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(tmp_path),
+               'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+               'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+    counts = [subprocess.run([sys.executable, '-c', snippet], env=environ, check=True,
+                             capture_output=True, text=True).stdout.split()
+              for _ in range(2)]
+    assert counts == [['1', '0'], ['1', '1']]  # Compiled cold, then loaded from the cache.
 
 
 def test_checks_flag_a_step_that_recompiles():

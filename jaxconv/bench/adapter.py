@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 from configs import common
 from jaxconv import models
 from jaxconv.train import optim, steps
-from jaxconv.train.state import TrainState, init_train_state
+from jaxconv.train.state import TrainState, init_train_state, jit_init
 
 # The trainer's names for compute dtypes (loop.py's COMPUTE_DTYPES); params stay float32.
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -83,7 +83,7 @@ def init_state(config: ml_collections.ConfigDict, model: nn.Module,
                                 image_shape=(size, size, channels),
                                 with_ema=config.train.ema_decay > 0)
     key = jax.random.key(config.seed, impl='rbg')
-    return jax.jit(init_fn, out_shardings=NamedSharding(mesh, P()))(key)
+    return jit_init(init_fn, NamedSharding(mesh, P()))(key)
 
 
 def trainer_train_step(config: ml_collections.ConfigDict, model: nn.Module,

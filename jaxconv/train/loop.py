@@ -41,7 +41,7 @@ from jaxconv.train.checkpoint import (
 from jaxconv.train.lock import WorkdirLock, WorkdirLockedError
 from jaxconv.train.preemption import StopAgreement, StopSignals
 from jaxconv.train.recipe import ConfigError, Recipe, resolve_config
-from jaxconv.train.state import TrainState, count_params, init_train_state
+from jaxconv.train.state import TrainState, count_params, init_train_state, jit_init
 from jaxconv.train.writer import MetricWriter, write_json_atomically
 
 __all__ = ['ConfigChangedError', 'NonFiniteLossError', 'TrainingInterrupted', 'evaluate',
@@ -228,13 +228,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                      'with the config in config.json, or use a new --workdir'
                                      ) from None
         if restored is None:
-            state, record = jax.jit(init_fn, out_shardings=replicated)(init_key), None
+            state, record = jit_init(init_fn, replicated)(init_key), None
             if config.train.init_from:  # Step 0 only: a resumed run has its own weights.
                 params, batch_stats = finetune.load_initial_variables(
                     config.train.init_from, config.model.name, state.params, state.batch_stats,
                     head)
-                state = jax.jit(lambda key, loaded: init_fn(key, variables=loaded),
-                                out_shardings=replicated)(init_key, (params, batch_stats))
+                state = jit_init(lambda key, loaded: init_fn(key, variables=loaded),
+                                 replicated)(init_key, (params, batch_stats))
         else:
             state, record = restored
             logging.warning('resuming from the checkpoint at step %d', int(state.step))

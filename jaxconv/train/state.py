@@ -11,6 +11,11 @@ import optax
 # Every stochastic layer draws from one of these streams; all derive from the config seed.
 RNG_STREAMS = ('dropout', 'drop_path')
 
+# The init runs once, so its program is compiled without backend (LLVM) optimisation: on XLA:CPU
+# that compiles a small ResNet's initialisers in 2 s instead of 10-15 s (EfficientNet-B0: 9 s, not
+# 20 s). The draws are the same up to float rounding (1 ulp in about 4% of the weights).
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -48,6 +53,11 @@ def init_train_state(key: jax.Array, model: nn.Module, tx: optax.GradientTransfo
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), ema_params=params if with_ema else {},
                       ema_batch_stats=batch_stats if with_ema else {})
+
+
+def jit_init(init_fn: Any, out_shardings: Any) -> Any:
+    """`init_fn` jitted into `out_shardings`, compiled cheaply (INIT_COMPILER_OPTIONS)."""
+    return jax.jit(init_fn, out_shardings=out_shardings, compiler_options=INIT_COMPILER_OPTIONS)
 
 
 def count_params(params) -> int:
