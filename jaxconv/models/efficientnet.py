@@ -38,6 +38,7 @@ from jaxconv.models.layers import (
     ModuleDef,
     SqueezeExcite,
     check_min_input,
+    conv_general_dilated,
     conv_padding,
     get_activation,
 )
@@ -135,7 +136,8 @@ class MBConv(nn.Module):
             y = act(norm(name='bn1')(conv(mid, (1, 1), name='conv_pw')(y)))
         k = self.kernel_size
         y = conv(mid, (k, k), self.strides, padding=self.padding, feature_group_count=mid,
-                 kernel_init=depthwise_init, name='conv_dw')(y)
+                 conv_general_dilated=conv_general_dilated, kernel_init=depthwise_init,
+                 name='conv_dw')(y)
         y = act(norm(name='bn2')(y))
         if self.se is not None:
             y = self.se(reduce_base=in_features, name='se')(y)

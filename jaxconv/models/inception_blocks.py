@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.models.layers import ModuleDef, pool2d
+from jaxconv.models.layers import ModuleDef, conv_general_dilated, pool2d
 
 
 def concat(branches: Sequence[jax.Array]) -> jax.Array:
@@ -57,7 +57,8 @@ class SeparableConvNormAct(nn.Module):
         kernel = (self.kernel_size, self.kernel_size)
         x = nn.Conv(channels * self.depth_multiplier, kernel, strides=(self.strides,) * 2,
                     padding=self.padding, feature_group_count=channels, use_bias=False,
-                    dtype=self.dtype, name='depthwise')(x)
+                    conv_general_dilated=conv_general_dilated, dtype=self.dtype,
+                    name='depthwise')(x)
         x = nn.Conv(self.features, (1, 1), use_bias=self.norm is None, dtype=self.dtype,
                     name='pointwise')(x)
         if self.norm is not None:

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.models.base import BatchNormKnobs, StochasticDepthKnobs
-from jaxconv.models.layers import DropPath, ModuleDef, check_min_input
+from jaxconv.models.layers import DropPath, ModuleDef, check_min_input, conv_general_dilated
 from jaxconv.models.registry import register_variants
 
 # TF-slim's `variance_scaling_initializer(mode='FAN_OUT')`: scale 2, truncated normal, fan-out.
@@ -94,7 +94,8 @@ class SeparableConv(nn.Module):
         channels = x.shape[-1]
         x = nn.Conv(channels, (self.kernel_size,) * 2, self.strides, padding='SAME',
                     feature_group_count=channels, use_bias=False, kernel_init=depthwise_init,
-                    dtype=self.dtype, name='depthwise_conv2d')(x)
+                    conv_general_dilated=conv_general_dilated, dtype=self.dtype,
+                    name='depthwise_conv2d')(x)
         return nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=conv_init,
                        dtype=self.dtype, name='pointwise_conv2d')(x)
 

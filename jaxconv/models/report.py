@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from jaxconv.models import create_model
 from jaxconv.models.flops import count_macs
+from jaxconv.models.layers import convolution_primitives
 
 
 @dataclasses.dataclass
@@ -74,7 +75,8 @@ def layer_rows(model: nn.Module, resolution: int, channels: int = 3) -> tuple[li
     norm_paths = set()
     for path, _ in jax.tree_util.tree_flatten_with_path(variables.get('batch_stats', {}))[0]:
         norm_paths.add(tuple(k.key for k in path[:-1]))
-    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, image)
+    with convolution_primitives():  # Rows are found by their conv primitives, depthwise too.
+        closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, image)
 
     rows: list[Row] = []
     seen: set[tuple[str, ...]] = set()
