@@ -1,17 +1,22 @@
 """Linear probe: how linearly separable a trained network's features are.
 
-  python -m jaxconv.linear_probe --workdir=runs/lenet5_digits [--layer=pooled] [--C=1.0]
+  python -m jaxconv.linear_probe --workdir=runs/lenet5_digits [--layer=pooled] [--C=1.0] [--out=DIR]
 
 The features of `layer` (any module path of `jaxconv.models.features`; default 'pooled', the
 classifier's input) are computed once for the run's train split and its eval split, in eval
 mode with the eval preprocessing; a multinomial logistic regression (scikit-learn, L2 penalty
 C, standardised features) is fitted on the train features and scored on the eval ones. Writes
-WORKDIR/probe_<layer>.json with both accuracies and prints the test one.
+WORKDIR/probe_<layer>.json with both accuracies and prints the test one; with `--out=DIR` it writes
+DIR/summary.json instead (the test top-1 as `final_top1`), which is how a study's probe runs
+(`jaxconv.study.probe_run`) report, so they tabulate like training runs.
 """
 
 import argparse
 import json
+import math
 import os
+import sys
+import time
 
 import jax
 import numpy as np
@@ -57,27 +62,56 @@ def split_images(run, split: str, batch_size: int = 256) -> tuple[np.ndarray, np
     return normalized(run, np.concatenate(images)), np.concatenate(labels)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from jaxconv.inspect.run import load_run
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--workdir', required=True)
+    parser.add_argument('--workdir', required=True, help='a trained run')
     parser.add_argument('--layer', default=POOLED)
-    parser.add_argument('--C', type=float, default=1.0)
+    parser.add_argument('--C', type=float, default=1.0, help='inverse L2 strength, > 0')
+    parser.add_argument('--out', help='write DIR/summary.json here (a study run) instead of '
+                        'WORKDIR/probe_<layer>.json')
     args = parser.parse_args(argv)
-    run = load_run(args.workdir)
+    try:
+        result = run_probe(args.workdir, args.layer, args.C, args.out)
+    except (ValueError, OSError, KeyError) as error:
+        if os.environ.get('JAXCONV_TRACEBACK'):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f'jaxconv.linear_probe: error: {message}', file=sys.stderr)
+        return 1
+    print(f'{args.layer}: test top-1 {100 * result["test_top1"]:.1f}% '
+          f'(train {100 * result["train_top1"]:.1f}%)')
+    return 0
+
+
+def run_probe(workdir: str, layer: str = POOLED, C: float = 1.0, out: str | None = None) -> dict:
+    """Probes `layer` of the run in `workdir`; returns and writes the result (see the module
+    docstring for where). Raises ValueError with a one-line reason for bad input."""
+    from jaxconv.inspect.run import load_run
+    from jaxconv.study import records
+
+    if not (math.isfinite(C) and C > 0):
+        raise ValueError(f'--C must be a positive number (the inverse L2 strength); got {C}')
+    started = time.time()
+    run = load_run(workdir)
     dataset = run.config.dataset
     sets = [split_images(run, split) for split in (dataset.train_split, dataset.eval_split)]
     (train_x, train_y), (test_x, test_y) = [
-        (extract(run.model, run.variables, x, args.layer), y) for x, y in sets]
-    result = {'layer': args.layer, 'C': args.C, 'step': run.step,
-              **probe(train_x, train_y, test_x, test_y, args.C)}
-    with open(os.path.join(args.workdir, f'probe_{args.layer.replace("/", "_")}.json'), 'w') as f:
-        json.dump(result, f, indent=2)
-    print(f'{args.layer}: test top-1 {100 * result["test_top1"]:.1f}% '
-          f'(train {100 * result["train_top1"]:.1f}%)')
+        (extract(run.model, run.variables, x, layer), y) for x, y in sets]
+    if not (np.isfinite(train_x).all() and np.isfinite(test_x).all()):
+        raise ValueError(f'the features of {layer!r} in {workdir} are not finite')
+    result = {'layer': layer, 'C': C, 'step': run.step, 'ema': run.ema,
+              **probe(train_x, train_y, test_x, test_y, C)}
+    if out is None:
+        with open(os.path.join(workdir, f'probe_{layer.replace("/", "_")}.json'), 'w') as f:
+            json.dump(result, f, indent=2)
+    else:
+        os.makedirs(out, exist_ok=True)
+        records.write_json(os.path.join(out, records.SUMMARY), {
+            **result, 'final_top1': result['test_top1'], 'probe_of': os.path.abspath(workdir),
+            'train_split': dataset.train_split, 'eval_split': dataset.eval_split,
+            'wall_seconds': time.time() - started})
     return result
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -3,7 +3,7 @@ plots them (spec.py: the study API; grid.py: grids; launch.py: local, Slurm, sba
 task.py: one attempt at one run; records.py: run state on disk; table.py and plots.py: results)."""
 
 from jaxconv.study.grid import chain, fixed, product, sweep, zip  # noqa: A004
-from jaxconv.study.spec import Results, Run, Study, grid_runs, parse_preset
+from jaxconv.study.spec import Results, Run, Study, grid_runs, parse_preset, probe_run
 
-__all__ = ['Results', 'Run', 'Study', 'chain', 'fixed', 'grid_runs', 'parse_preset', 'product',
-           'sweep', 'zip']
+__all__ = ['Results', 'Run', 'Study', 'chain', 'fixed', 'grid_runs', 'parse_preset', 'probe_run',
+           'product', 'sweep', 'zip']

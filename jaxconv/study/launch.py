@@ -35,7 +35,8 @@ class Planned:
 
 def plan(runs: Sequence[Run], workdir: str, group: str, extra: Sequence[str]) -> list[Planned]:
     """Each run's trainer command: its config and overrides, its workdir, the study's W&B group
-    and a W&B name, then the extra overrides given after `--` (so those win)."""
+    and a W&B name, then the extra overrides given after `--` (so those win). A probe run's
+    command is `jaxconv.linear_probe` of its trained run, writing into the probe's own dir."""
     env = {'PYTHONUNBUFFERED': '1'}  # Progress bars reach the log as they are drawn.
     if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
         # Runs of a study share most XLA programs (init and eval depend on the architecture only),
@@ -44,9 +45,13 @@ def plan(runs: Sequence[Run], workdir: str, group: str, extra: Sequence[str]) ->
     planned = []
     for run in runs:
         run_dir = os.path.join(workdir, run.name)
-        command = [sys.executable, '-m', 'jaxconv.main', *run.trainer_args(),
-                   f'--workdir={run_dir}', f'--config.wandb.group={group}',
-                   f'--config.wandb.name={group}/{run.name}', *extra]
+        if run.probe_of is not None:  # No training, so no W&B run and no config overrides.
+            command = [sys.executable, '-m', 'jaxconv.linear_probe', *run.probe_args(),
+                       f'--out={run_dir}']
+        else:
+            command = [sys.executable, '-m', 'jaxconv.main', *run.trainer_args(),
+                       f'--workdir={run_dir}', f'--config.wandb.group={group}',
+                       f'--config.wandb.name={group}/{run.name}', *extra]
         planned.append(Planned(run, task.Task(run_dir, command, os.getcwd(), env)))
     return planned
 

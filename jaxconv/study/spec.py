@@ -3,8 +3,10 @@
   def get_study(arg: str | None, results: study.Results) -> study.Study:   # or get_study(arg)
 
 Each `Run` is one `python -m jaxconv.main` process in `DIR/<run name>/`: a config spec, overrides
-and tags. The same arguments give the same runs with the same names, so re-running a study maps
-every run onto its old workdir (finished runs are skipped, interrupted ones resume).
+and tags. A `probe_run` is instead one `python -m jaxconv.linear_probe` of a trained run's
+features (a logistic-regression head on features computed once), so a study can compare
+representations. The same arguments give the same runs with the same names, so re-running a study
+maps every run onto its old workdir (finished runs are skipped, interrupted ones resume).
 
 A study whose later runs depend on earlier results (compound scaling's step 2 uses step 1's
 winner; a coarse-to-fine search's round r+1 uses round r) reads them through `results` and returns
@@ -44,10 +46,16 @@ class Run:
     config: str  # configs/FILE.py[:ARG], relative to the directory the study runs from.
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Dotted config keys.
     tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Table and plot columns.
+    # Set by `probe_run`: the workdir of the trained run this run linearly probes. `config` is
+    # then '' and `overrides` are the probe's flags (layer, C).
+    probe_of: str | None = None
 
     def config_dict(self) -> ml_collections.ConfigDict:
         """The config this run trains with, before the trainer derives steps and classes (and
         without the extra overrides given on the command line after `--`)."""
+        if self.probe_of is not None:
+            raise ValueError(f'run {self.name} is a linear probe of {self.probe_of}; it trains '
+                             'nothing and has no config of its own')
         config = config_files.load(self.config)
         for key, value in self.overrides.items():
             *parents, leaf = key.split('.')
@@ -61,6 +69,20 @@ class Run:
         """This run's `jaxconv.main` flags, the workdir aside."""
         return [f'--config={self.config}',
                 *(f'--config.{key}={format_value(value)}' for key, value in self.overrides.items())]
+
+    def probe_args(self) -> list[str]:
+        """A probe run's `jaxconv.linear_probe` flags, its output directory aside."""
+        return [f'--workdir={self.probe_of}',
+                *(f'--{key}={format_value(value)}' for key, value in self.overrides.items())]
+
+
+def probe_run(name: str, trained: str, layer: str = 'pooled', C: float = 1.0,
+              tags: Mapping[str, Any] | None = None) -> Run:
+    """A linear probe of the features at `layer` (a module path, 'pooled' or 'logits'; see
+    jaxconv.models.features) of the run trained in workdir `trained`. Its summary.json has the
+    probe's test top-1 as `final_top1`, so tables read it like a training run's. A study returns
+    it once `trained` is done (`Results.done`), as two-stage studies do."""
+    return Run(name, '', {'layer': layer, 'C': C}, dict(tags or {}), probe_of=trained)
 
 
 @dataclasses.dataclass
@@ -167,6 +189,8 @@ def check_runs(runs: Sequence[Run]) -> None:
             raise ValueError(f'two runs are named {run.name!r}; names must be unique in a study')
         seen.add(run.name)
     for run in runs:
+        if run.probe_of is not None:
+            continue
         path = run.config.partition(':')[0]
         if not os.path.isfile(path):
             raise ValueError(f'run {run.name}: config file {path} not found; run the study from '
