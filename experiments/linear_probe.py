@@ -14,7 +14,7 @@ and network; `probes.png` draws probe top-1 against the layer's depth, one curve
 
 `:smoke`: LeNet-5 trained on the embedded digits for 10 epochs (configs/lenet5_digits.py), then
 its layers c1, c3, c5, f6 ('pooled') and the logits probed, and the same layers of LeNet-5 as
-initialised (run `random_init`: one step at learning rate 0, so the initial weights are saved as
+initialised (run `random_init`: one step at learning rate 0 and no warm-up, so the initial weights are saved as
 a run): 12 runs. `:of,of=DIR`: probes the run already trained in DIR (any run's workdir; a
 converted checkpoint needs a run made from it, e.g. `train.init_from=` with `train.steps=1` and
 `optim.base_lr=0`). `layers` are module paths from the top (`jaxconv.models.features`; a nested
@@ -43,7 +43,8 @@ def _network_runs(settings: dict) -> list[study.Run]:
     runs = [study.Run('trained', settings['config'], overrides, {'network': 'trained'})]
     if settings['random_init']:
         runs.append(study.Run('random_init', settings['config'],
-                              {'train.steps': 1, 'optim.base_lr': 0.0},
+                              {'train.steps': 1, 'optim.base_lr': 0.0,
+                               'optim.warmup_epochs': 0.0},
                               {'network': 'random_init'}))
     return runs
 
