@@ -32,7 +32,8 @@ test: $(TEST_STAMP)
 # Needs the [torch] extra (the PyTorch and timm sides).
 bench: $(TEST_STAMP)
 	$(PY) -m jaxconv.bench --models resnet50,efficientnet_b0 --batch 32 --resolution 224 \
-		--steps 10 --compare torch --profile runs/bench_profile --json benchmarks/cpu_float32.json
+		--steps 10 --compare torch --torch-modes eager,channels_last --profile runs/bench_profile \
+		--json benchmarks/cpu_float32.json
 	$(PY) -m jaxconv.bench --models resnet50,efficientnet_b0 --batch 32 --resolution 224 \
 		--steps 10 --dtype bfloat16 --compare torch --torch-modes eager,channels_last \
 		--json benchmarks/cpu_bfloat16.json
