@@ -12,14 +12,14 @@ and network; `probes.png` draws probe top-1 against the layer's depth, one curve
       experiments/linear_probe.py:of,of=runs/r18,layers=layer2/layer4/pooled \\
       --workdir=runs/r18_probes
 
-`:smoke`: LeNet-5 trained on the embedded digits for 10 epochs (configs/lenet5_digits.py), then
-its layers c1, c3, c5, f6 ('pooled') and the logits probed, and the same layers of LeNet-5 as
-initialised (run `random_init`: one step at learning rate 0 and no warm-up, so the initial weights are saved as
-a run): 12 runs. `:of,of=DIR`: probes the run already trained in DIR (any run's workdir; a
-converted checkpoint needs a run made from it, e.g. `train.init_from=` with `train.steps=1` and
-`optim.base_lr=0`). `layers` are module paths from the top (`jaxconv.models.features`; a nested
-path has a '/', which this argument uses as its separator: write a study file for those), and
-`C` is the inverse L2 strength of every probe.
+`:smoke`: LeNet-5 trained on the embedded digits for 10 epochs (configs/lenet5_digits.py), then its
+layers c1, c3, c5, f6 ('pooled') and the logits probed, and the same layers of LeNet-5 as
+initialised (run `random_init`: one step at learning rate 0 and no warm-up, so the initial weights
+are saved as a run): 12 runs. `:of,of=DIR`: probes the run already trained in DIR (any run's
+workdir; a converted checkpoint needs a run made from it, e.g. `train.init_from=` with
+`train.steps=1` and `optim.base_lr=0`). `layers` are module paths from the top
+(`jaxconv.models.features`; a nested path has a '/', which this argument uses as its separator:
+write a study file for those), and `C` is the inverse L2 strength of every probe.
 """
 
 import os
