@@ -16,8 +16,7 @@ channels per stage) on the embedded digits at 32x32, batch 128, 10% of train as 
 epoch count of the recipe is scaled by 2/90 (the 90-epoch rungs train 2 epochs, 21 steps; from
 +epochs on, 350 epochs become 7.8, 79 steps), and RandAugment's magnitude by 32/256 (its
 translation and cutout are in pixels, so this keeps their share of the image). README ("Studies")
-has its table and figure: 29 minutes on the shared 2-core CPU machine under a load average of
-about 10 (540 CPU-seconds). Its numbers test the machinery, not the recipe: eight epochs of digits
+has its table and figure: 7 min 48 s on the 2-core CPU machine with nothing else running. Its numbers test the machinery, not the recipe: eight epochs of digits
 on a network with 8-64 channels are not ImageNet (RandAugment, for one, costs about 50 points).
 
 `:paper` is Table 1 itself: ResNet-200 at 256x256 on ImageNet, batch 4096, 90 then 350 epochs,
