@@ -11,13 +11,14 @@ training and any "best" use it, and the test split is read once, at the end.
   python -m jaxconv.study run experiments/resnet_rs_ladder.py:paper --workdir=runs/rs200_ladder \
       --launcher=slurm --gpus-per-node=8 --nodes=4 -- --config.dataset.data_dir=/data/tfds
 
-`:smoke` is ResNet-18 at half its depth and an eighth of its width (one basic block of 8-64
-channels per stage) on the embedded digits at 32x32, batch 128, 10% of train as minival. Every
-epoch count of the recipe is scaled by 2/90 (the 90-epoch rungs train 2 epochs, 21 steps; from
-+epochs on, 350 epochs become 7.8, 79 steps), and RandAugment's magnitude by 32/256 (its
-translation and cutout are in pixels, so this keeps their share of the image). README ("Studies")
-has its table and figure: 7 min 48 s on the 2-core CPU machine with nothing else running. Its numbers test the machinery, not the recipe: eight epochs of digits
-on a network with 8-64 channels are not ImageNet (RandAugment, for one, costs about 50 points).
+`:smoke` is ResNet-18 at half its depth and an eighth of its width (one basic block of 8-64 channels
+per stage) on the embedded digits at 32x32, batch 128, 10% of train as minival. Every epoch count of
+the recipe is scaled by 2/90 (the 90-epoch rungs train 2 epochs, 21 steps; from +epochs on, 350
+epochs become 7.8, 79 steps), and RandAugment's magnitude by 32/256 (its translation and cutout are
+in pixels, so this keeps their share of the image). README ("Studies") has its table and figure: 7
+min 48 s on the 2-core CPU machine with nothing else running. Its numbers test the machinery, not
+the recipe: eight epochs of digits on a network with 8-64 channels are not ImageNet (RandAugment,
+for one, costs about 50 points).
 
 `:paper` is Table 1 itself: ResNet-200 at 256x256 on ImageNet, batch 4096, 90 then 350 epochs,
 with 1% of train held out as minival (big_vision's `train[99%:]`; set

@@ -12,6 +12,12 @@ from jaxconv.models import create_model, layers
 from jaxconv.models.report import layer_rows
 
 
+@pytest.fixture(autouse=True)
+def _shifted_sums_at_any_size(monkeypatch):
+    """Small inputs keep these tests fast; the size rule has its own test."""
+    monkeypatch.setattr(layers, 'SHIFTED_DEPTHWISE_MIN_ELEMENTS', 0)
+
+
 def _reference(x, w, strides, padding):
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=layers._NHWC,
                                     feature_group_count=x.shape[-1])
@@ -64,3 +70,15 @@ def test_grouped_but_not_depthwise_convolutions_stay_convolutions():
 def test_the_report_still_lists_depthwise_layers():
     rows, _ = layer_rows(create_model('mobilenet_v2', num_classes=10), resolution=32)
     assert sum(row.kind == 'DWConv' for row in rows) == 17  # One per inverted residual block.
+
+
+def test_only_inputs_from_the_size_threshold_on_become_shifted_sums(monkeypatch):
+    monkeypatch.setattr(layers, 'SHIFTED_DEPTHWISE_MIN_ELEMENTS', 2 * 8 * 8 * 6)
+    w = jax.ShapeDtypeStruct((3, 3, 1, 6), jnp.float32)
+
+    def primitives(batch):
+        x = jax.ShapeDtypeStruct((batch, 8, 8, 6), jnp.float32)
+        return str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(
+            x, w, (1, 1), 'SAME', dimension_numbers=layers._NHWC, feature_group_count=6))(x, w))
+    assert 'conv_general_dilated' in primitives(1)
+    assert 'conv_general_dilated' not in primitives(2)

@@ -205,6 +205,10 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
 # ---- Depthwise convolutions on CPU ---------------------------------------------------------
 
 _DEPTHWISE_AS_SHIFTS = contextvars.ContextVar('depthwise_as_shifts', default=True)
+# Below this many input elements a depthwise convolution stays XLA's grouped convolution: it costs
+# milliseconds a step there, while the shifted sum's k x k slices and their gradients add compile
+# time (three small-input parity test files: 289 s with shifted sums, 175 s without).
+SHIFTED_DEPTHWISE_MIN_ELEMENTS = 1 << 20
 # flax's nn.Conv: NHWC inputs, HWIO kernels.
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
@@ -227,21 +231,22 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          rhs_dilation: Sequence[int] | None = None,
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          precision: Any = None, **kwargs: Any) -> jax.Array:
-    """`lax.conv_general_dilated`, except for a depthwise convolution (one filter per channel)
-    traced for the CPU backend: that is computed as the sum over the k x k kernel taps of the
-    (padded, strided) input shifted by the tap and scaled per channel. XLA:CPU has no fast kernel
-    for grouped convolutions: on 2 cores a 3x3 depthwise convolution of a (32, 56, 56, 144) map
-    took 684 ms forward and 3.3 s with both gradients, the shifted sum 58 ms and 338 ms, because
-    XLA fuses it into one loop (and autodiff of slices and products gives the gradients). Same
-    parameters and the same values up to float rounding; products and sums in float32 as a
-    convolution's accumulator, the result in the input's dtype. The price is memory: XLA:CPU
-    materialises the k x k shifted copies as inputs of its fused multiply-adds, so EfficientNet-B0's
-    train step at batch 32 peaks at 7.4 GB instead of 3.7 GB (for 5.3x its speed). Pass it as
-    nn.Conv's `conv_general_dilated=`."""
+    """`lax.conv_general_dilated`, except for a depthwise convolution (one filter per channel) of at
+    least SHIFTED_DEPTHWISE_MIN_ELEMENTS inputs traced for the CPU backend: that is computed as the
+    sum over the k x k kernel taps of the (padded, strided) input shifted by the tap and scaled per
+    channel. XLA:CPU has no fast kernel for grouped convolutions: on 2 cores a 3x3 depthwise
+    convolution of a (32, 56, 56, 144) map took 684 ms forward and 3.3 s with both gradients, the
+    shifted sum 58 ms and 338 ms, because XLA fuses its multiply-adds (and autodiff of slices and
+    products gives the gradients). Same parameters and the same values up to float rounding;
+    products and sums in float32 as a convolution's accumulator, the result in the input's dtype.
+    The price is memory: XLA:CPU materialises the k x k shifted copies as inputs of its fused
+    multiply-adds, so EfficientNet-B0's train step at batch 32 peaks at 7.4 GB instead of 3.7 GB
+    (for 5.3x its speed). Pass it as nn.Conv's `conv_general_dilated=`."""
     exact = lax.conv_general_dilated
     channels = lhs.shape[-1]
     depthwise = (
         _DEPTHWISE_AS_SHIFTS.get() and jax.default_backend() == 'cpu' and lhs.ndim == 4
+        and lhs.size >= SHIFTED_DEPTHWISE_MIN_ELEMENTS
         and feature_group_count == channels > 1 and rhs.shape[2:] == (1, channels)
         and dimension_numbers == _NHWC and not any(d != 1 for d in (lhs_dilation or ()))
         and not any(d != 1 for d in (rhs_dilation or ())) and not kwargs)
